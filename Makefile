@@ -1,0 +1,37 @@
+# icebox: `make test` is the one test command (CI runs it through .ci/run).
+
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+GOBIN   ?= $(shell $(GO) env GOPATH)/bin
+
+GOLANGCI_LINT_VERSION := v2.15.0
+
+# What the tests run besides Go, as COMMAND:DEBIAN_PACKAGE[:SERVICE_TO_KEEP_STOPPED].
+TEST_DEPS :=
+
+.PHONY: help build test deps bench lint
+
+help: ## Show the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## Build bin/icebox (static, version stamped)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/icebox ./cmd/icebox
+
+deps: ## Install what the tests need, if missing (apt-get; needs root)
+	@.ci/install-deps $(TEST_DEPS)
+
+test: deps ## Every test, as CI runs it: gofmt check, go vet, go test -race
+	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then \
+		echo "gofmt needed on:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) test -race -timeout 14m ./...
+
+bench: ## Benchmarks (not part of make test)
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+lint: ## golangci-lint (installed at a pinned version if missing)
+	@[ -x "$(GOBIN)/golangci-lint" ] && "$(GOBIN)/golangci-lint" version 2>/dev/null | grep -q "$(GOLANGCI_LINT_VERSION:v%=%)" || \
+		$(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+	"$(GOBIN)/golangci-lint" run ./...

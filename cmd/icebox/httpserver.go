@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// httpServer serves every HTTP endpoint on http.listen. Its timeouts bound what a slow or idle
+// client can hold; WebSocket connections are hijacked and leave these limits behind.
+type httpServer struct {
+	ln    net.Listener
+	srv   *http.Server
+	https bool
+}
+
+func newHTTPServer(ln net.Listener, h http.Handler, certs *certReloader, log *slog.Logger) *httpServer {
+	s := &httpServer{
+		ln: ln,
+		srv: &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       30 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			IdleTimeout:       120 * time.Second,
+			MaxHeaderBytes:    64 << 10,
+			ErrorLog:          slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelDebug),
+		},
+	}
+	if certs != nil {
+		s.srv.TLSConfig = certs.tlsConfig()
+		s.https = true
+	}
+	return s
+}
+
+func (s *httpServer) addr() net.Addr { return s.ln.Addr() }
+
+// url is the base URL clients use to reach this server at host.
+func (s *httpServer) url(host string) string {
+	scheme := "http"
+	if s.https {
+		scheme = "https"
+	}
+	_, port, _ := net.SplitHostPort(s.ln.Addr().String())
+	return scheme + "://" + net.JoinHostPort(host, port)
+}
+
+func (s *httpServer) Serve() error {
+	var err error
+	if s.https {
+		err = s.srv.ServeTLS(s.ln, "", "")
+	} else {
+		err = s.srv.Serve(s.ln)
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Drain turns keep-alive off, so clients open new connections, which a load balancer sends to a
+// node that is not draining.
+func (s *httpServer) Drain() { s.srv.SetKeepAlivesEnabled(false) }
+
+func (s *httpServer) Shutdown(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	if err != nil {
+		_ = s.srv.Close() // the timeout is reached: cut what is left
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	// Shutdown closes the listener only once serving began; a start that failed half-way
+	// never served.
+	if cerr := s.ln.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) && err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// routeOps adds the operations endpoints: /healthz, /readyz and /metrics.
+func (a *app) routeOps() {
+	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	a.mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		switch {
+		case a.draining.Load():
+			w.Header().Set("Retry-After", strconv.Itoa(int(a.cfg.Shutdown.Drain.Seconds())+1))
+			writeError(w, http.StatusServiceUnavailable, "draining", "icebox is shutting down")
+		case !a.ready.Load():
+			writeError(w, http.StatusServiceUnavailable, "starting", "icebox is starting")
+		default:
+			writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+		}
+	})
+	a.mux.Handle("GET /metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{EnableOpenMetrics: true}))
+}
+
+// writeJSON writes v as the JSON body with status.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// writeError writes the contract's error body: {"error": {"code": ..., "message": ...}}.
+func writeError(w http.ResponseWriter, status int, code, message string) {
+	writeJSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": message}})
+}

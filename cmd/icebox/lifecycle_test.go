@@ -1,0 +1,200 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// testConfig is DefaultConfig on loopback with free ports.
+func testConfig() Config {
+	c := DefaultConfig()
+	c.HTTP.Listen = "127.0.0.1:0"
+	c.TURN.UDPListen = "127.0.0.1:0"
+	c.TURN.TCPListen = "127.0.0.1:0"
+	c.PublicHost = "127.0.0.1"
+	c.PublicIP = "127.0.0.1"
+	c.Shutdown.Drain = 0
+	return c
+}
+
+// startApp starts icebox in-process and returns it with the function that stops it (the first
+// signal) and one that waits for run's result.
+func startApp(t *testing.T, cfg Config) (*app, context.CancelFunc, func() error) {
+	t.Helper()
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("test config: %v", err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	a, err := newApp(cfg, log, readBuildInfo())
+	if err != nil {
+		t.Fatalf("newApp: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	var runErr error
+	go func() {
+		runErr = a.run(ctx)
+		close(done)
+	}()
+	wait := func() error {
+		<-done
+		return runErr
+	}
+	t.Cleanup(func() {
+		cancel()
+		_ = wait()
+	})
+	return a, cancel, wait
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// get fetches url and returns the status and body.
+func get(t *testing.T, c *http.Client, url string) (int, string) {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// waitStatus polls url until it answers want; the test's own deadline bounds it.
+func waitStatus(t *testing.T, c *http.Client, url string, want int) string {
+	t.Helper()
+	for {
+		resp, err := c.Get(url)
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == want {
+				return string(body)
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestLifecycle(t *testing.T) {
+	cfg := testConfig()
+	cfg.Shutdown.Drain = 2 * time.Second
+	a, stop, wait := startApp(t, cfg)
+	base := "http://" + a.http.addr().String()
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+
+	if code, body := get(t, c, base+"/healthz"); code != 200 || !strings.Contains(body, "ok") {
+		t.Errorf("/healthz: got %d %s, want 200", code, body)
+	}
+	waitStatus(t, c, base+"/readyz", 200)
+
+	code, body := get(t, c, base+"/metrics")
+	if code != 200 {
+		t.Fatalf("/metrics: got %d", code)
+	}
+	for _, want := range []string{"icebox_build_info{", "icebox_ready 1", "icebox_go_goroutines", "icebox_process_resident_memory_bytes"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	for _, line := range strings.Split(body, "\n") {
+		if line != "" && !strings.HasPrefix(line, "#") && !strings.HasPrefix(line, "icebox_") {
+			t.Errorf("/metrics has a metric outside icebox_: %q", line)
+		}
+	}
+
+	stop() // the first signal
+	body = waitStatus(t, c, base+"/readyz", 503)
+	var e struct {
+		Error struct{ Code, Message string }
+	}
+	if err := json.Unmarshal([]byte(body), &e); err != nil || e.Error.Code != "draining" {
+		t.Errorf("/readyz while draining: got %s, want the error body with code draining", body)
+	}
+	if code, _ := get(t, c, base+"/healthz"); code != 200 {
+		t.Errorf("/healthz while draining: got %d, want 200 (the process runs)", code)
+	}
+	if err := wait(); err != nil {
+		t.Errorf("run: got %v, want a clean return", err)
+	}
+	if _, err := net.Dial("tcp", a.http.addr().String()); err == nil {
+		t.Errorf("HTTP still accepts connections after shutdown")
+	}
+}
+
+// TestShutdownTimeoutCutsSlowRequests: a request still running when shutdown.timeout ends does
+// not hold the process.
+func TestShutdownTimeoutCutsSlowRequests(t *testing.T) {
+	cfg := testConfig()
+	cfg.Shutdown.Drain = 0
+	cfg.Shutdown.Timeout = 200 * time.Millisecond
+	a, stop, wait := startApp(t, cfg)
+	release := make(chan struct{})
+	entered := make(chan struct{})
+	a.mux.HandleFunc("GET /slow", func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	go func() {
+		resp, err := http.Get("http://" + a.http.addr().String() + "/slow")
+		if err == nil {
+			resp.Body.Close()
+		}
+	}()
+	<-entered
+	stop()
+	if err := wait(); err != nil {
+		t.Errorf("run: got %v, want a clean return", err)
+	}
+	close(release)
+}
+
+func TestPortInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cfg := testConfig()
+	cfg.HTTP.Listen = ln.Addr().String()
+	_, err = newApp(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), readBuildInfo())
+	if err == nil || !strings.Contains(err.Error(), ln.Addr().String()) || !strings.Contains(err.Error(), "http.listen") {
+		t.Fatalf("got %v, want an error naming http.listen and %s", err, ln.Addr())
+	}
+}
+
+func TestHTTPS(t *testing.T) {
+	cfg := testConfig()
+	cfg.HTTP.TLSCert, cfg.HTTP.TLSKey = writeTestCert(t)
+	a, _, _ := startApp(t, cfg)
+	c := &http.Client{Transport: &http.Transport{
+		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // self-signed test certificate
+		DisableKeepAlives: true,
+	}}
+	if code, _ := get(t, c, "https://"+a.http.addr().String()+"/healthz"); code != 200 {
+		t.Errorf("/healthz over HTTPS: got %d, want 200", code)
+	}
+	if got := a.http.url("example.com"); !strings.HasPrefix(got, "https://example.com:") {
+		t.Errorf("url: got %q, want https://example.com:PORT", got)
+	}
+}
