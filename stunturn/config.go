@@ -17,6 +17,9 @@ type Config struct {
 	UDPListen string `mapstructure:"udp_listen"`
 	TCPListen string `mapstructure:"tcp_listen"`
 	TLSListen string `mapstructure:"tls_listen"`
+	// UDPSockets is the number of SO_REUSEPORT sockets on UDPListen, each read by its own
+	// goroutine; 0 means one per GOMAXPROCS (Linux; elsewhere always one).
+	UDPSockets int `mapstructure:"udp_sockets"`
 	// RelayAddress is the local IPv4 address relay sockets bind to.
 	RelayAddress string `mapstructure:"relay_address"`
 	// RelayPortMin and RelayPortMax bound the relay port range, inclusive.
@@ -32,6 +35,9 @@ type Config struct {
 	TotalQuota int `mapstructure:"total_quota"`
 }
 
+// maxUDPSockets bounds turn.udp_sockets: more readers than cores only add contention.
+const maxUDPSockets = 256
+
 // DefaultConfig returns the built-in defaults of the turn section.
 func DefaultConfig() Config {
 	return Config{
@@ -39,6 +45,7 @@ func DefaultConfig() Config {
 		UDPListen:        ":3478",
 		TCPListen:        ":3478",
 		TLSListen:        "",
+		UDPSockets:       0,
 		RelayAddress:     "0.0.0.0",
 		RelayPortMin:     49152,
 		RelayPortMax:     65535,
@@ -64,6 +71,9 @@ func (c Config) Validate() error {
 		bad("udp_listen", "udp_listen, tcp_listen and tls_listen are all empty: TURN needs at least one listener")
 	}
 
+	if c.UDPSockets < 0 || c.UDPSockets > maxUDPSockets {
+		bad("udp_sockets", "%d is out of range 0-%d (0 means one per GOMAXPROCS)", c.UDPSockets, maxUDPSockets)
+	}
 	if ip, err := netip.ParseAddr(c.RelayAddress); err != nil || !ip.Is4() {
 		bad("relay_address", "%q is not an IPv4 address", c.RelayAddress)
 	}

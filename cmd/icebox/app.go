@@ -2,14 +2,18 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
+	"github.com/icebox-rtc/icebox/credentials"
+	"github.com/icebox-rtc/icebox/stunturn"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
@@ -37,6 +41,9 @@ type app struct {
 	registry   *prometheus.Registry
 	mux        *http.ServeMux
 	http       *httpServer
+	turn       *stunturn.Server
+	turnAddrs  struct{ udp, tcp, tls net.Addr } // bound TURN listeners; nil when off
+	secrets    *credentials.Secrets
 	components []namedComponent
 
 	ready    atomic.Bool // every component serving and not draining: /readyz 200
@@ -90,6 +97,17 @@ func newApp(cfg Config, log *slog.Logger, info buildInfo) (a *app, err error) {
 		}
 	}
 
+	a.secrets = credentials.NewSecrets(cfg.Credentials.Secrets)
+	if len(cfg.Credentials.Secrets) == 0 {
+		a.secrets = credentials.NewSecrets([]string{credentials.RandomSecret()})
+		log.Warn("credentials.secrets is empty: generated a random TURN secret; credentials will not " +
+			"survive a restart and other nodes or apps cannot mint them. Set credentials.secrets for production")
+	}
+
+	if err := a.startTURN(certs); err != nil {
+		return a, err
+	}
+
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
 		return a, fmt.Errorf("http.listen: %w", err)
@@ -98,6 +116,57 @@ func newApp(cfg Config, log *slog.Logger, info buildInfo) (a *app, err error) {
 	a.components = append(a.components, namedComponent{"http", a.http})
 	a.routeOps()
 	return a, nil
+}
+
+// startTURN binds the TURN listeners and starts the relay on them.
+func (a *app) startTURN(certs *certReloader) (err error) {
+	c := a.cfg.TURN
+	opts := stunturn.Options{
+		Secrets:  a.secrets,
+		MaxTTL:   a.cfg.Credentials.MaxTTL,
+		PublicIP: a.public.IP,
+		Logger:   a.log,
+		Registry: a.registry,
+	}
+	defer func() {
+		if err == nil {
+			return
+		}
+		for _, pc := range opts.UDP {
+			pc.Close()
+		}
+		for _, ln := range []net.Listener{opts.TCP, opts.TLS} {
+			if ln != nil {
+				ln.Close()
+			}
+		}
+	}()
+	if c.UDPListen != "" {
+		if opts.UDP, err = stunturn.ListenUDP(c.UDPListen, c.UDPSockets); err != nil {
+			return fmt.Errorf("turn.udp_listen: %w", err)
+		}
+		a.turnAddrs.udp = opts.UDP[0].LocalAddr()
+	}
+	if c.TCPListen != "" {
+		if opts.TCP, err = net.Listen("tcp", c.TCPListen); err != nil {
+			return fmt.Errorf("turn.tcp_listen: %w", err)
+		}
+		a.turnAddrs.tcp = opts.TCP.Addr()
+	}
+	if c.TLSListen != "" {
+		ln, err := net.Listen("tcp", c.TLSListen)
+		if err != nil {
+			return fmt.Errorf("turn.tls_listen: %w", err)
+		}
+		a.turnAddrs.tls = ln.Addr()
+		opts.TLS = tls.NewListener(ln, certs.tlsConfig())
+	}
+	a.turn, err = stunturn.New(c, opts)
+	if err != nil {
+		return fmt.Errorf("turn: %w", err)
+	}
+	a.components = append(a.components, namedComponent{"turn", a.turn})
+	return nil
 }
 
 // closeAll releases what newApp bound when the start fails half-way.
@@ -118,6 +187,27 @@ func (a *app) logServing() {
 		a.log.Warn("public_ip was detected as a private or loopback address: clients elsewhere cannot reach it; set public_host and public_ip",
 			"public_ip", a.public.IP.String())
 	}
+	host := a.public.Host
+	if ip, err := netip.ParseAddr(host); err == nil && ip.Is6() {
+		host = "[" + host + "]"
+	}
+	for _, l := range []struct {
+		name, uri string
+		addr      net.Addr
+	}{
+		{"udp", "turn:%s:%s?transport=udp", a.turnAddrs.udp},
+		{"tcp", "turn:%s:%s?transport=tcp", a.turnAddrs.tcp},
+		{"tls", "turns:%s:%s?transport=tcp", a.turnAddrs.tls},
+	} {
+		if l.addr == nil {
+			continue
+		}
+		_, port, _ := net.SplitHostPort(l.addr.String())
+		a.log.Info("serving stun/turn", "transport", l.name, "listen", l.addr.String(),
+			"stun", fmt.Sprintf("stun:%s:%s", host, port), "turn", fmt.Sprintf(l.uri, host, port))
+	}
+	a.log.Info("turn relay", "relay_address", a.cfg.TURN.RelayAddress, "advertised", a.public.IP.String(),
+		"ports", fmt.Sprintf("%d-%d/udp", a.cfg.TURN.RelayPortMin, a.cfg.TURN.RelayPortMax))
 	base := a.http.url(a.public.Host)
 	a.log.Info("serving http", "listen", a.http.addr().String(), "tls", a.cfg.HTTP.TLS(),
 		"url", base+"/", "healthz", base+"/healthz", "readyz", base+"/readyz", "metrics", base+"/metrics")

@@ -1,0 +1,234 @@
+package stunturn
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync/atomic"
+	"time"
+)
+
+// packetConn wraps one listening UDP socket: every datagram goes through transport.inspect
+// before pion reads it.
+type packetConn struct {
+	net.PacketConn
+	t   *transport
+	cur atomic.Pointer[request] // the authenticated request pion is handling, if any
+}
+
+func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	for {
+		c.done(c.cur.Load())
+		n, from, err := c.PacketConn.ReadFrom(p)
+		if err != nil {
+			return n, from, err
+		}
+		v, r, resp := c.t.inspect(from, p[:n])
+		if v == reply {
+			if resp != nil {
+				_, _ = c.PacketConn.WriteTo(resp, from)
+			}
+			continue
+		}
+		c.cur.Store(r)
+		return n, from, nil
+	}
+}
+
+// WriteTo sends for pion; a response to the request in flight finishes it.
+func (c *packetConn) WriteTo(p []byte, to net.Addr) (int, error) {
+	n, err := c.PacketConn.WriteTo(p, to)
+	if r := c.cur.Load(); r != nil && isResponse(p) && to.String() == r.src {
+		c.done(r)
+	}
+	return n, err
+}
+
+func (c *packetConn) done(r *request) {
+	if r != nil && c.cur.CompareAndSwap(r, nil) {
+		c.t.finish(r)
+	}
+}
+
+// Limits of TURN over TCP and TLS.
+const (
+	// tlsHandshakeTimeout bounds a TLS client that connects and says nothing.
+	tlsHandshakeTimeout = 10 * time.Second
+	// idleTimeout closes a connection that holds no allocation and sends nothing for this long.
+	idleTimeout = 2 * time.Minute
+)
+
+// streamListener wraps the TCP or TLS listener pion accepts from: its connections are framed
+// and inspected like UDP datagrams, tracked so that shutdown can close them (pion's Close does
+// not), and idle ones without an allocation are closed.
+type streamListener struct {
+	net.Listener
+	t *transport
+}
+
+// Accept retries on temporary failures such as running out of file descriptors: pion's accept
+// loop ends at the first error, which would leave the listener dead.
+func (l *streamListener) Accept() (net.Conn, error) {
+	backoff := 5 * time.Millisecond
+	for {
+		c, err := l.Listener.Accept()
+		if err == nil {
+			return l.t.track(c), nil
+		}
+		if errors.Is(err, net.ErrClosed) {
+			return nil, err
+		}
+		l.t.s.log.Warn("turn accept failed; retrying", "transport", l.t.name, "err", err, "backoff", backoff)
+		time.Sleep(backoff)
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// track wraps an accepted connection and remembers it.
+func (t *transport) track(c net.Conn) *streamConn {
+	sc := &streamConn{Conn: c, t: t, key: c.RemoteAddr().String(), r: bufio.NewReaderSize(c, 4096)}
+	t.mu.Lock()
+	t.streams[sc.key] = sc
+	t.mu.Unlock()
+	t.s.metrics.connections.WithLabelValues(t.name).Inc()
+	return sc
+}
+
+// closeStreams closes every open connection of the transport (shutdown).
+func (t *transport) closeStreams() {
+	t.mu.Lock()
+	conns := make([]*streamConn, 0, len(t.streams))
+	for _, sc := range t.streams {
+		conns = append(conns, sc)
+	}
+	t.mu.Unlock()
+	for _, sc := range conns {
+		_ = sc.Close()
+	}
+}
+
+// streamConn is one TURN connection over TCP or TLS. Read returns exactly one STUN or
+// ChannelData frame per call, so the frame can be inspected, and pion's own framing
+// (turn.STUNConn) sees the same frames.
+type streamConn struct {
+	net.Conn
+	t         *transport
+	key       string
+	r         *bufio.Reader
+	frame     []byte
+	handshook bool
+	allocated atomic.Bool
+	closed    atomic.Bool
+	cur       atomic.Pointer[request]
+}
+
+func (c *streamConn) Read(p []byte) (int, error) {
+	if !c.handshook {
+		if err := c.handshake(); err != nil {
+			return 0, err
+		}
+		c.handshook = true
+	}
+	for {
+		c.done(c.cur.Load())
+		if c.allocated.Load() {
+			_ = c.SetReadDeadline(time.Time{})
+		} else {
+			_ = c.SetReadDeadline(time.Now().Add(idleTimeout))
+		}
+		frame, err := c.readFrame()
+		if err != nil {
+			return 0, err
+		}
+		if len(frame) >= len(p) {
+			continue // larger than pion reads: it would drop it as truncated anyway
+		}
+		v, r, resp := c.t.inspect(c.Conn.RemoteAddr(), frame)
+		if v == reply {
+			if resp != nil {
+				_, _ = c.Conn.Write(resp)
+			}
+			continue
+		}
+		c.cur.Store(r)
+		return copy(p, frame), nil
+	}
+}
+
+// handshake completes TLS within tlsHandshakeTimeout, in the connection's own goroutine.
+func (c *streamConn) handshake() error {
+	tc, ok := c.Conn.(*tls.Conn)
+	if !ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), tlsHandshakeTimeout)
+	defer cancel()
+	return tc.HandshakeContext(ctx)
+}
+
+// readFrame reads the next STUN message or ChannelData message (with its padding to a
+// multiple of 4, as RFC 8656 requires over streams).
+func (c *streamConn) readFrame() ([]byte, error) {
+	head, err := c.r.Peek(4)
+	if err != nil {
+		return nil, err
+	}
+	var size int
+	switch head[0] & 0xC0 {
+	case 0x00: // STUN: 20-byte header + length
+		hdr, err := c.r.Peek(stunHeaderSize)
+		if err != nil {
+			return nil, err
+		}
+		if !isSTUN(hdr) {
+			return nil, fmt.Errorf("%w from %s", ErrBadFrame, c.key)
+		}
+		size = stunHeaderSize + int(binary.BigEndian.Uint16(hdr[2:4]))
+	case 0x40: // ChannelData: channel number 0x4000-0x7FFF, length, data, padding
+		size = 4 + (int(binary.BigEndian.Uint16(head[2:4]))+3)&^3
+	default:
+		return nil, fmt.Errorf("%w from %s", ErrBadFrame, c.key)
+	}
+	if cap(c.frame) < size {
+		c.frame = make([]byte, size)
+	}
+	c.frame = c.frame[:size]
+	if _, err := io.ReadFull(c.r, c.frame); err != nil {
+		return nil, err
+	}
+	return c.frame, nil
+}
+
+// Write sends for pion; a response to the request in flight finishes it.
+func (c *streamConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if r := c.cur.Load(); r != nil && isResponse(p) {
+		c.done(r)
+	}
+	return n, err
+}
+
+func (c *streamConn) done(r *request) {
+	if r != nil && c.cur.CompareAndSwap(r, nil) {
+		c.t.finish(r)
+	}
+}
+
+func (c *streamConn) Close() error {
+	err := c.Conn.Close()
+	if c.closed.CompareAndSwap(false, true) {
+		c.done(c.cur.Load())
+		c.t.mu.Lock()
+		if c.t.streams[c.key] == c {
+			delete(c.t.streams, c.key)
+		}
+		c.t.mu.Unlock()
+		c.t.s.metrics.connections.WithLabelValues(c.t.name).Dec()
+	}
+	return err
+}

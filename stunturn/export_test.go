@@ -1,0 +1,20 @@
+package stunturn
+
+// PendingRequests is the number of authenticated requests icebox holds between its socket
+// wrapper and pion's handlers: zero whenever nothing is in flight.
+func (s *Server) PendingRequests() int {
+	n := 0
+	for _, t := range s.transports {
+		t.mu.Lock()
+		n += len(t.pending)
+		t.mu.Unlock()
+	}
+	return n
+}
+
+// QuotaUsers is the number of users holding a turn.user_quota slot.
+func (s *Server) QuotaUsers() int {
+	s.quota.mu.Lock()
+	defer s.quota.mu.Unlock()
+	return len(s.quota.n)
+}

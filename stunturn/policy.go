@@ -1,0 +1,148 @@
+package stunturn
+
+import (
+	"net"
+	"net/netip"
+
+	"github.com/icebox-rtc/icebox/credentials"
+)
+
+// builtinDenied is the peer deny-list of spec section 4: IANA special-purpose ranges that a relay
+// must not reach on a client's behalf (this host, its LAN, cloud metadata, ...).
+var builtinDenied = mustPrefixes(
+	"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+	"172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16",
+	"198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
+	"::/128", "::1/128", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64", "2001::/23",
+	"2001:db8::/32", "2002::/16", "fc00::/7", "fe80::/10", "ff00::/8",
+)
+
+// neverAllowed stay denied whatever allowed_peer_cidrs says: "this network" and the
+// unspecified address reach the relay host itself.
+var neverAllowed = mustPrefixes("0.0.0.0/8", "::/128")
+
+func mustPrefixes(list ...string) []netip.Prefix {
+	ps, err := credentials.ParseCIDRs(list)
+	if err != nil {
+		panic(err)
+	}
+	return ps
+}
+
+// Reasons a peer is refused, as metric labels.
+const (
+	refusedDenied    = "denied_range"
+	refusedIPv6      = "ipv6"
+	refusedOwnPort   = "own_relay_port"
+	refusedMalformed = "malformed"
+)
+
+// peerPolicy decides which peers a client may reach through a relay. It is checked when a
+// permission or channel is created (by IP, as pion asks) and again on every packet in both
+// directions (by IP and port), so nothing reaches a denied address even if pion let it through.
+type peerPolicy struct {
+	allowed []netip.Prefix
+	denied  []netip.Prefix
+	// own are this server's relay addresses: reachable, but only on the relay ports, so a
+	// client can talk to another client's relay and to nothing else on this host.
+	own              []netip.Addr
+	portMin, portMax uint16
+}
+
+func newPeerPolicy(c Config, own ...netip.Addr) *peerPolicy {
+	allowed, _ := credentials.ParseCIDRs(c.AllowedPeerCIDRs) // validated with the config
+	extra, _ := credentials.ParseCIDRs(c.DeniedPeerCIDRs)
+	p := &peerPolicy{
+		denied:  append(append([]netip.Prefix(nil), builtinDenied...), extra...),
+		portMin: uint16(c.RelayPortMin),
+		portMax: uint16(c.RelayPortMax),
+	}
+	for _, a := range allowed {
+		if a.Addr().Is4() { // relays are IPv4: an IPv6 exception could never be used
+			p.allowed = append(p.allowed, a)
+		}
+	}
+	for _, a := range own {
+		if a = a.Unmap(); a.Is4() && !a.IsUnspecified() {
+			p.own = append(p.own, a)
+		}
+	}
+	return p
+}
+
+func contains(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// canonical turns a peer IP into the IPv4 address it stands for: IPv4 as is, and IPv4-mapped
+// IPv6 (::ffff:a.b.c.d) as a.b.c.d. Anything else is IPv6, which an IPv4 relay cannot reach.
+func canonical(ip netip.Addr) (netip.Addr, bool) {
+	ip = ip.Unmap()
+	return ip, ip.Is4()
+}
+
+// permit decides a CreatePermission or ChannelBind toward ip. The empty reason means allowed.
+func (p *peerPolicy) permit(ip netip.Addr) string {
+	a, ok := canonical(ip)
+	switch {
+	case !ok:
+		return refusedIPv6
+	case contains(neverAllowed, a):
+		return refusedDenied
+	case contains(p.allowed, a):
+		return ""
+	case p.isOwn(a):
+		return "" // only to the relay ports: checked per packet
+	case contains(p.denied, a):
+		return refusedDenied
+	}
+	return ""
+}
+
+// packet decides one datagram to or from peer. The empty reason means it may pass.
+func (p *peerPolicy) packet(peer netip.AddrPort) string {
+	a, ok := canonical(peer.Addr())
+	switch {
+	case !ok:
+		return refusedIPv6
+	case contains(neverAllowed, a):
+		return refusedDenied
+	case contains(p.allowed, a):
+		return ""
+	case p.isOwn(a):
+		if port := peer.Port(); port < p.portMin || port > p.portMax {
+			return refusedOwnPort
+		}
+		return ""
+	case contains(p.denied, a):
+		return refusedDenied
+	}
+	return ""
+}
+
+func (p *peerPolicy) isOwn(a netip.Addr) bool {
+	for _, o := range p.own {
+		if o == a {
+			return true
+		}
+	}
+	return false
+}
+
+// addrPort converts what pion hands over (a *net.UDPAddr) without allocating.
+func addrPort(addr net.Addr) (netip.AddrPort, bool) {
+	u, ok := addr.(*net.UDPAddr)
+	if !ok {
+		return netip.AddrPort{}, false
+	}
+	ip, ok := netip.AddrFromSlice(u.IP)
+	if !ok || u.Port < 0 || u.Port > 65535 {
+		return netip.AddrPort{}, false
+	}
+	return netip.AddrPortFrom(ip, uint16(u.Port)), true
+}

@@ -1,0 +1,184 @@
+package stunturn
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// relayAllocator is icebox's turn.RelayAddressGenerator. It binds relay sockets on
+// turn.relay_address and finds a free port by scanning the whole relay range from a random
+// start (pion's stock generator gives up after 10 random tries, so a busy node refuses
+// allocations long before its range is full). It advertises public_ip as the relay address,
+// enforces turn.total_quota, and wraps every relay socket in the peer policy.
+type relayAllocator struct {
+	bind       netip.Addr
+	public     net.IP
+	min, max   int
+	totalQuota int
+	policy     *peerPolicy
+	metrics    *metrics
+	log        *slog.Logger
+
+	mu   sync.Mutex
+	used map[int]bool // ports of open relay sockets
+	// refusedSince counts refusals since the last log line, so a full node logs once a
+	// while, not once per Allocate.
+	refusedSince int
+	lastLog      time.Time
+}
+
+func newRelayAllocator(c Config, public netip.Addr, policy *peerPolicy, m *metrics, log *slog.Logger) *relayAllocator {
+	total := c.TotalQuota
+	if size := c.RelayPortMax - c.RelayPortMin + 1; total == 0 || total > size {
+		total = size
+	}
+	return &relayAllocator{
+		bind:       netip.MustParseAddr(c.RelayAddress),
+		public:     public.AsSlice(),
+		min:        c.RelayPortMin,
+		max:        c.RelayPortMax,
+		totalQuota: total,
+		policy:     policy,
+		metrics:    m,
+		log:        log,
+		used:       map[int]bool{},
+	}
+}
+
+// Validate is part of turn.RelayAddressGenerator.
+func (r *relayAllocator) Validate() error {
+	if r.min < 1 || r.max > 65535 || r.min > r.max {
+		return fmt.Errorf("relay port range %d-%d: %w", r.min, r.max, ErrInvalidConfig)
+	}
+	return nil
+}
+
+// AllocateConn is part of turn.RelayAddressGenerator: TCP relays (RFC 6062) are not offered.
+func (r *relayAllocator) AllocateConn(string, int) (net.Conn, net.Addr, error) {
+	return nil, nil, ErrTCPRelay
+}
+
+// AllocatePacketConn binds a relay socket: on requestedPort when the client asked for one
+// (EVEN-PORT), else on the first free port of the range after a random start.
+func (r *relayAllocator) AllocatePacketConn(network string, requestedPort int) (net.PacketConn, net.Addr, error) {
+	if network != "udp4" {
+		return nil, nil, fmt.Errorf("%w: %s", ErrTCPRelay, network)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.used) >= r.totalQuota {
+		r.refuse(refusedTotalQuota)
+		return nil, nil, ErrTotalQuota
+	}
+	if requestedPort != 0 {
+		if requestedPort < r.min || requestedPort > r.max || r.used[requestedPort] {
+			return nil, nil, fmt.Errorf("%w: port %d", ErrNoRelayPort, requestedPort)
+		}
+		return r.bindPort(requestedPort)
+	}
+	size := r.max - r.min + 1
+	start := rand.IntN(size) //nolint:gosec // spreading ports, not a secret
+	for i := range size {
+		port := r.min + (start+i)%size
+		if r.used[port] {
+			continue
+		}
+		conn, addr, err := r.bindPort(port)
+		if errors.Is(err, syscall.EADDRINUSE) {
+			continue // held by another process
+		}
+		return conn, addr, err
+	}
+	r.refuse(refusedNoPort)
+	return nil, nil, ErrNoRelayPort
+}
+
+// bindPort binds one relay socket; r.mu is held.
+func (r *relayAllocator) bindPort(port int) (net.PacketConn, net.Addr, error) {
+	conn, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(r.bind, uint16(port))))
+	if err != nil {
+		return nil, nil, err
+	}
+	r.used[port] = true
+	rc := &relayConn{UDPConn: conn, alloc: r, port: port, policy: r.policy, metrics: r.metrics}
+	return rc, &net.UDPAddr{IP: r.public, Port: port}, nil
+}
+
+func (r *relayAllocator) release(port int) {
+	r.mu.Lock()
+	delete(r.used, port)
+	r.mu.Unlock()
+}
+
+// refuse counts a refused allocation and logs at most once every 10 seconds; r.mu is held.
+func (r *relayAllocator) refuse(reason string) {
+	r.metrics.allocateRefused.WithLabelValues(reason).Inc()
+	r.refusedSince++
+	if time.Since(r.lastLog) < 10*time.Second {
+		return
+	}
+	r.log.Warn("relay allocation refused: node full (508)", "reason", reason,
+		"relay_sockets", len(r.used), "limit", r.totalQuota, "refused_since_last_log", r.refusedSince)
+	r.refusedSince, r.lastLog = 0, time.Now()
+}
+
+// relayConn is one allocation's relay socket. The peer policy is applied to every datagram in
+// both directions; a refused one is dropped silently, because an error from ReadFrom would end
+// the allocation and an error from WriteTo is logged by pion per packet.
+type relayConn struct {
+	*net.UDPConn
+	alloc   *relayAllocator
+	port    int
+	policy  *peerPolicy
+	metrics *metrics
+	closed  atomic.Bool
+}
+
+// ReadFrom returns the next datagram from an allowed peer, with a *net.UDPAddr as pion needs.
+func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	for {
+		n, from, err := c.ReadFromUDPAddrPort(p)
+		if err != nil {
+			return n, nil, err
+		}
+		if c.policy.packet(from) != "" {
+			c.metrics.fromPeerDropped.Inc()
+			continue
+		}
+		c.metrics.fromPeerPackets.Inc()
+		c.metrics.fromPeerBytes.Add(float64(n))
+		return n, net.UDPAddrFromAddrPort(from), nil
+	}
+}
+
+// WriteTo sends p to an allowed peer; to any other address it sends nothing.
+func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	to, ok := addrPort(addr)
+	if !ok || c.policy.packet(to) != "" {
+		c.metrics.toPeerDropped.Inc()
+		return len(p), nil
+	}
+	n, err := c.WriteToUDPAddrPort(p, netip.AddrPortFrom(to.Addr().Unmap(), to.Port()))
+	if err == nil {
+		c.metrics.toPeerPackets.Inc()
+		c.metrics.toPeerBytes.Add(float64(n))
+	}
+	return n, err
+}
+
+// Close closes the socket and gives its port back to the range.
+func (c *relayConn) Close() error {
+	err := c.UDPConn.Close()
+	if c.closed.CompareAndSwap(false, true) {
+		c.alloc.release(c.port)
+	}
+	return err
+}

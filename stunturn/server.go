@@ -1,0 +1,186 @@
+package stunturn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/turn/v4"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/icebox-rtc/icebox/credentials"
+)
+
+// Options is what New needs besides the turn section: already-bound sockets and what other
+// sections decide.
+type Options struct {
+	// UDP are the listening UDP sockets (ListenUDP); TCP and TLS the stream listeners, TLS
+	// already terminating TLS. Nil or empty means the transport is off.
+	UDP []net.PacketConn
+	TCP net.Listener
+	TLS net.Listener
+
+	// Secrets verify TURN REST credentials; MaxTTL is credentials.max_ttl.
+	Secrets *credentials.Secrets
+	MaxTTL  time.Duration
+	// PublicIP is advertised as the relay address (XOR-RELAYED-ADDRESS).
+	PublicIP netip.Addr
+
+	Logger   *slog.Logger
+	Registry prometheus.Registerer
+}
+
+// Server is icebox's STUN/TURN relay: one pion/turn server per transport, sharing the relay
+// port range, the peer policy, the quotas and the credentials.
+type Server struct {
+	log      *slog.Logger
+	secrets  *credentials.Secrets
+	maxTTL   time.Duration
+	policy   *peerPolicy
+	relays   *relayAllocator
+	quota    *quotas
+	metrics  *metrics
+	draining atomic.Bool
+
+	transports []*transport
+	pions      []*turn.Server
+	done       chan struct{}
+	closeOnce  sync.Once
+}
+
+// New starts serving STUN and TURN on the given sockets; it owns them from here on.
+func New(c Config, o Options) (*Server, error) {
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	if o.Secrets == nil || !o.PublicIP.Is4() || o.Logger == nil || o.Registry == nil {
+		return nil, fmt.Errorf("%w: Secrets, an IPv4 PublicIP, Logger and Registry are required", ErrInvalidConfig)
+	}
+	s := &Server{
+		log:     o.Logger,
+		secrets: o.Secrets,
+		maxTTL:  o.MaxTTL,
+		quota:   &quotas{limit: c.UserQuota, n: map[string]int{}},
+		metrics: newMetrics(o.Registry),
+		done:    make(chan struct{}),
+	}
+	own := []netip.Addr{o.PublicIP}
+	if relay := netip.MustParseAddr(c.RelayAddress); !relay.IsUnspecified() {
+		own = append(own, relay)
+	}
+	s.policy = newPeerPolicy(c, own...)
+	s.relays = newRelayAllocator(c, o.PublicIP, s.policy, s.metrics, o.Logger)
+	// pion logs some failures once per packet: 20 lines a second at most, bursts of 100.
+	loggers := NewLoggerFactory(o.Logger.With("component", "turn"), 20, 100)
+
+	config := func(t *transport) turn.ServerConfig {
+		return turn.ServerConfig{
+			Realm:         c.Realm,
+			LoggerFactory: loggers,
+			AuthHandler:   t.authHandler,
+			QuotaHandler:  t.quotaHandler,
+			EventHandler: turn.EventHandler{
+				OnAllocationCreated: t.onAllocationCreated,
+				OnAllocationDeleted: t.onAllocationDeleted,
+			},
+		}
+	}
+	start := func(t *transport, sc turn.ServerConfig) error {
+		srv, err := turn.NewServer(sc)
+		if err != nil {
+			return fmt.Errorf("turn %s: %w", t.name, err)
+		}
+		s.transports = append(s.transports, t)
+		s.pions = append(s.pions, srv)
+		return nil
+	}
+	var err error
+	if len(o.UDP) > 0 {
+		t := newTransport("udp", s)
+		sc := config(t)
+		for _, pc := range o.UDP {
+			sc.PacketConnConfigs = append(sc.PacketConnConfigs, turn.PacketConnConfig{
+				PacketConn:            &packetConn{PacketConn: pc, t: t},
+				RelayAddressGenerator: s.relays,
+				PermissionHandler:     t.permissionHandler,
+			})
+		}
+		err = errors.Join(err, start(t, sc))
+	}
+	for _, l := range []struct {
+		name string
+		ln   net.Listener
+	}{{"tcp", o.TCP}, {"tls", o.TLS}} {
+		if l.ln == nil || err != nil {
+			continue
+		}
+		t := newTransport(l.name, s)
+		sc := config(t)
+		sc.ListenerConfigs = []turn.ListenerConfig{{
+			Listener:              &streamListener{Listener: l.ln, t: t},
+			RelayAddressGenerator: s.relays,
+			PermissionHandler:     t.permissionHandler,
+		}}
+		err = errors.Join(err, start(t, sc))
+	}
+	if err != nil || len(s.pions) == 0 {
+		s.close()
+		for _, pc := range o.UDP {
+			pc.Close()
+		}
+		for _, ln := range []net.Listener{o.TCP, o.TLS} {
+			if ln != nil {
+				ln.Close()
+			}
+		}
+		if err == nil {
+			err = fmt.Errorf("%w: no listener", ErrInvalidConfig)
+		}
+		return nil, err
+	}
+	return s, nil
+}
+
+// Serve blocks until Shutdown: pion serves on its own goroutines.
+func (s *Server) Serve() error {
+	<-s.done
+	return nil
+}
+
+// Drain refuses new allocations (508) from now on; existing allocations keep relaying.
+func (s *Server) Drain() { s.draining.Store(true) }
+
+// Shutdown closes every listener, every TCP and TLS connection, and with them every
+// allocation and relay socket.
+func (s *Server) Shutdown(context.Context) error {
+	return s.close()
+}
+
+func (s *Server) close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		for _, p := range s.pions {
+			err = errors.Join(err, p.Close())
+		}
+		for _, t := range s.transports {
+			t.closeStreams()
+		}
+		close(s.done)
+	})
+	return err
+}
+
+// Allocations is the number of live allocations on every transport.
+func (s *Server) Allocations() int {
+	n := 0
+	for _, p := range s.pions {
+		n += p.AllocationCount()
+	}
+	return n
+}
