@@ -2,10 +2,10 @@ package stunturn_test
 
 import (
 	"bytes"
-	"io"
-	"log/slog"
 	"crypto/tls"
 	"errors"
+	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
