@@ -57,10 +57,14 @@ func (c *packetConn) done(r *request) {
 
 // Limits of TURN over TCP and TLS.
 const (
-	// tlsHandshakeTimeout bounds a TLS client that connects and says nothing.
-	tlsHandshakeTimeout = 10 * time.Second
-	// idleTimeout closes a connection that holds no allocation and sends nothing for this long.
-	idleTimeout = 2 * time.Minute
+	// defaultHandshakeTimeout bounds a TLS client that connects and says nothing.
+	defaultHandshakeTimeout = 10 * time.Second
+	// defaultIdleTimeout closes a connection that holds no allocation and sends nothing for
+	// this long.
+	defaultIdleTimeout = 2 * time.Minute
+	// maxChannelFrame is the largest ChannelData frame accepted on a stream: pion reads frames
+	// into 1600-byte buffers and drops larger ones.
+	maxChannelFrame = 1600
 )
 
 // streamListener wraps the TCP or TLS listener pion accepts from: its connections are framed
@@ -139,7 +143,7 @@ func (c *streamConn) Read(p []byte) (int, error) {
 		if c.allocated.Load() {
 			_ = c.SetReadDeadline(time.Time{})
 		} else {
-			_ = c.SetReadDeadline(time.Now().Add(idleTimeout))
+			_ = c.SetReadDeadline(time.Now().Add(c.t.s.idleTimeout))
 		}
 		frame, err := c.readFrame()
 		if err != nil {
@@ -160,13 +164,13 @@ func (c *streamConn) Read(p []byte) (int, error) {
 	}
 }
 
-// handshake completes TLS within tlsHandshakeTimeout, in the connection's own goroutine.
+// handshake completes TLS within the handshake timeout, in the connection's own goroutine.
 func (c *streamConn) handshake() error {
 	tc, ok := c.Conn.(*tls.Conn)
 	if !ok {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), tlsHandshakeTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), c.t.s.handshakeTimeout)
 	defer cancel()
 	return tc.HandshakeContext(ctx)
 }
@@ -191,6 +195,11 @@ func (c *streamConn) readFrame() ([]byte, error) {
 		size = stunHeaderSize + int(binary.BigEndian.Uint16(hdr[2:4]))
 	case 0x40: // ChannelData: channel number 0x4000-0x7FFF, length, data, padding
 		size = 4 + (int(binary.BigEndian.Uint16(head[2:4]))+3)&^3
+		if size > maxChannelFrame {
+			// No relay carries it (pion reads 1600 bytes at most), and waiting for that much
+			// of what is likely not TURN at all would hold the connection open.
+			return nil, fmt.Errorf("%w from %s: ChannelData of %d bytes", ErrBadFrame, c.key, size)
+		}
 	default:
 		return nil, fmt.Errorf("%w from %s", ErrBadFrame, c.key)
 	}

@@ -43,8 +43,8 @@ const (
 type peerPolicy struct {
 	allowed []netip.Prefix
 	denied  []netip.Prefix
-	// own are this server's relay addresses: reachable, but only on the relay ports, so a
-	// client can talk to another client's relay and to nothing else on this host.
+	// own is this server's advertised relay address (public_ip): reachable, but only on the
+	// relay ports, so a client can talk to another client's relay and to nothing else on this host.
 	own              []netip.Addr
 	portMin, portMax uint16
 }

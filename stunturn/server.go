@@ -1,6 +1,7 @@
 package stunturn
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -34,6 +35,10 @@ type Options struct {
 
 	Logger   *slog.Logger
 	Registry prometheus.Registerer
+
+	// IdleTimeout closes TCP and TLS connections without an allocation that send nothing for
+	// this long; HandshakeTimeout bounds the TLS handshake. 0: 2 minutes and 10 seconds.
+	IdleTimeout, HandshakeTimeout time.Duration
 }
 
 // Server is icebox's STUN/TURN relay: one pion/turn server per transport, sharing the relay
@@ -47,6 +52,8 @@ type Server struct {
 	quota    *quotas
 	metrics  *metrics
 	draining atomic.Bool
+
+	idleTimeout, handshakeTimeout time.Duration
 
 	transports []*transport
 	pions      []*turn.Server
@@ -69,12 +76,11 @@ func New(c Config, o Options) (*Server, error) {
 		quota:   &quotas{limit: c.UserQuota, n: map[string]int{}},
 		metrics: newMetrics(o.Registry),
 		done:    make(chan struct{}),
+
+		idleTimeout:      cmp.Or(o.IdleTimeout, defaultIdleTimeout),
+		handshakeTimeout: cmp.Or(o.HandshakeTimeout, defaultHandshakeTimeout),
 	}
-	own := []netip.Addr{o.PublicIP}
-	if relay := netip.MustParseAddr(c.RelayAddress); !relay.IsUnspecified() {
-		own = append(own, relay)
-	}
-	s.policy = newPeerPolicy(c, own...)
+	s.policy = newPeerPolicy(c, o.PublicIP)
 	s.relays = newRelayAllocator(c, o.PublicIP, s.policy, s.metrics, o.Logger)
 	// pion logs some failures once per packet: 20 lines a second at most, bursts of 100.
 	loggers := NewLoggerFactory(o.Logger.With("component", "turn"), 20, 100)

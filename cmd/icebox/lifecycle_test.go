@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/icebox-rtc/icebox/stunturn/turntest"
 )
 
 // testConfig is DefaultConfig on loopback with free ports.
@@ -95,7 +97,8 @@ func waitStatus(t *testing.T, c *http.Client, url string, want int) string {
 
 func TestLifecycle(t *testing.T) {
 	cfg := testConfig()
-	cfg.Shutdown.Drain = 2 * time.Second
+	cfg.Shutdown.Drain = 3 * time.Second
+	cfg.Credentials.Secrets = []string{"lifecycle-secret"}
 	a, stop, wait := startApp(t, cfg)
 	base := "http://" + a.http.addr().String()
 	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
@@ -120,8 +123,26 @@ func TestLifecycle(t *testing.T) {
 		}
 	}
 
+	// TURN serves on the bound listeners with the configured secret.
+	cred := a.secrets.Mint("lifecycle", time.Hour, time.Now())
+	tc := turntest.Dial(t, "udp", a.turnAddrs.udp.String(), nil)
+	if _, err := tc.Allocate(cred.Username, cred.Password); err != nil {
+		t.Fatalf("TURN Allocate: %v", err)
+	}
+	if _, body := get(t, c, base+"/metrics"); !strings.Contains(body, `icebox_turn_allocations{transport="udp"} 1`) {
+		t.Errorf("/metrics lacks the TURN allocation")
+	}
+
 	stop() // the first signal
 	body = waitStatus(t, c, base+"/readyz", 503)
+	// Draining: TURN refuses new allocations, the existing one goes on.
+	cred2 := a.secrets.Mint("late", time.Hour, time.Now())
+	if _, err := turntest.Dial(t, "tcp", a.turnAddrs.tcp.String(), nil).Allocate(cred2.Username, cred2.Password); err == nil {
+		t.Errorf("TURN Allocate while draining succeeded")
+	}
+	if err := tc.Refresh(time.Minute); err != nil {
+		t.Errorf("TURN Refresh of an existing allocation while draining: %v", err)
+	}
 	var e struct {
 		Error struct{ Code, Message string }
 	}
@@ -170,16 +191,30 @@ func TestShutdownTimeoutCutsSlowRequests(t *testing.T) {
 }
 
 func TestPortInUse(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	cfg := testConfig()
-	cfg.HTTP.Listen = ln.Addr().String()
-	_, err = newApp(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), readBuildInfo())
-	if err == nil || !strings.Contains(err.Error(), ln.Addr().String()) || !strings.Contains(err.Error(), "http.listen") {
-		t.Fatalf("got %v, want an error naming http.listen and %s", err, ln.Addr())
+	defer tcp.Close()
+	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	for _, tc := range []struct {
+		key, addr string
+		set       func(*Config, string)
+	}{
+		{"http.listen", tcp.Addr().String(), func(c *Config, a string) { c.HTTP.Listen = a }},
+		{"turn.tcp_listen", tcp.Addr().String(), func(c *Config, a string) { c.TURN.TCPListen = a }},
+		{"turn.udp_listen", udp.LocalAddr().String(), func(c *Config, a string) { c.TURN.UDPListen = a }},
+	} {
+		cfg := testConfig()
+		tc.set(&cfg, tc.addr)
+		_, err = newApp(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), readBuildInfo())
+		if err == nil || !strings.Contains(err.Error(), tc.addr) || !strings.Contains(err.Error(), tc.key) {
+			t.Errorf("got %v, want an error naming %s and %s", err, tc.key, tc.addr)
+		}
 	}
 }
 

@@ -407,3 +407,19 @@ func (c *Client) Binding() (netip.AddrPort, *stun.Message, error) {
 	ip, _ := netip.AddrFromSlice(mapped.IP)
 	return netip.AddrPortFrom(ip.Unmap(), uint16(mapped.Port)), resp, nil
 }
+
+// Signed builds a request of method with the client's credentials and current nonce (known
+// after Allocate), ready to send with Write: for tests that craft their own attributes.
+func (c *Client) Signed(method stun.Method, setters ...stun.Setter) ([]byte, error) {
+	all := append([]stun.Setter{stun.TransactionID, stun.NewType(method, stun.ClassRequest)}, setters...)
+	all = append(all, stun.NewUsername(c.username), stun.NewRealm(c.realm), stun.NewNonce(c.nonce),
+		stun.MessageIntegrity(c.key))
+	m, err := stun.Build(all...)
+	if err != nil {
+		return nil, err
+	}
+	return m.Raw, nil
+}
+
+// Attr is a raw attribute, for tests that send malformed values on purpose.
+func Attr(t stun.AttrType, v []byte) stun.Setter { return rawAttr{t, v} }

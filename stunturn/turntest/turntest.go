@@ -49,7 +49,11 @@ type Options struct {
 	Secrets []string         // nil: ["secret"]
 	MaxTTL  time.Duration    // 0: 168h
 	NoTLS   bool
-	Logger  *slog.Logger // nil: discard (t.Log when -v)
+	// PublicIP is advertised as the relay address; invalid: 127.0.0.1, where the relays are.
+	PublicIP netip.Addr
+	Logger   *slog.Logger // nil: discard (t.Log when -v)
+	// IdleTimeout and HandshakeTimeout of TCP and TLS connections (0: the defaults).
+	IdleTimeout, HandshakeTimeout time.Duration
 }
 
 // Config is stunturn.DefaultConfig with every listener on 127.0.0.1:0 and relays on 127.0.0.1.
@@ -61,7 +65,7 @@ func Config() stunturn.Config {
 	return c
 }
 
-// Start starts a server; the public (advertised) relay address is 127.0.0.1.
+// Start starts a server with relays on 127.0.0.1.
 func Start(t testing.TB, o Options) *Server {
 	t.Helper()
 	cfg := Config()
@@ -82,8 +86,11 @@ func Start(t testing.TB, o Options) *Server {
 		}
 	}
 	s := &Server{Config: cfg, Secrets: credentials.NewSecrets(o.Secrets), Registry: prometheus.NewRegistry()}
-	opts := stunturn.Options{Secrets: s.Secrets, MaxTTL: o.MaxTTL, PublicIP: netip.MustParseAddr("127.0.0.1"),
-		Logger: log, Registry: s.Registry}
+	if !o.PublicIP.IsValid() {
+		o.PublicIP = netip.MustParseAddr("127.0.0.1")
+	}
+	opts := stunturn.Options{Secrets: s.Secrets, MaxTTL: o.MaxTTL, PublicIP: o.PublicIP,
+		Logger: log, Registry: s.Registry, IdleTimeout: o.IdleTimeout, HandshakeTimeout: o.HandshakeTimeout}
 	var err error
 	if cfg.UDPListen != "" {
 		if opts.UDP, err = stunturn.ListenUDP(cfg.UDPListen, cfg.UDPSockets); err != nil {

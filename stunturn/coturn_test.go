@@ -1,0 +1,94 @@
+package stunturn_test
+
+import (
+	"context"
+	"net"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/icebox-rtc/icebox/stunturn/turntest"
+)
+
+// TestCoturnClient: coturn's own test client, turnutils_uclient with a TURN REST secret (-W),
+// relays through icebox to coturn's echo peer, turnutils_peer, without loss: over UDP with
+// channels and with Send indications, and over TCP.
+func TestCoturnClient(t *testing.T) {
+	tools := turntest.RequireTools(t, "turnutils_uclient", "turnutils_peer")
+	uclient, peerTool := tools[0], tools[1]
+	for _, tc := range []struct {
+		name  string
+		flags []string
+	}{
+		{"udp channels", nil},
+		{"udp send indications", []string{"-s"}},
+		{"tcp channels", []string{"-t"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := turntest.Start(t, turntest.Options{Config: labConfig(), Secrets: []string{"coturn-interop"}, NoTLS: true})
+			peerPort := startCoturnPeer(t, peerTool)
+			_, port, _ := net.SplitHostPort(srv.UDP)
+			if tc.flags != nil && tc.flags[0] == "-t" {
+				_, port, _ = net.SplitHostPort(srv.TCP)
+			}
+			args := append([]string{"-W", "coturn-interop", "-u", "uclient", "-e", "127.0.0.1",
+				"-r", strconv.Itoa(peerPort), "-p", port, "-n", "30", "-m", "2", "-c", "-X"}, tc.flags...)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, uclient, append(args, "127.0.0.1")...).CombinedOutput()
+			if err != nil {
+				t.Fatalf("turnutils_uclient %v: %v\n%s", args, err, out)
+			}
+			sent := regexp.MustCompile(`tot_send_msgs=(\d+), tot_recv_msgs=(\d+)\n`).FindSubmatch(out)
+			lost := regexp.MustCompile(`Total lost packets (\d+) \(`).FindSubmatch(out)
+			if sent == nil || lost == nil {
+				t.Fatalf("cannot read the uclient report:\n%s", out)
+			}
+			if string(sent[1]) == "0" || string(sent[1]) != string(sent[2]) || string(lost[1]) != "0" {
+				t.Errorf("sent %s, received %s, lost %s; want every message back:\n%s", sent[1], sent[2], lost[1], out)
+			}
+			if got := metric(t, srv.Registry, "icebox_turn_relayed_packets_total", "direction", "from_peer"); got < 60 {
+				t.Errorf("packets relayed from the peer: got %v, want at least 60", got)
+			}
+		})
+	}
+}
+
+// startCoturnPeer runs turnutils_peer (a UDP echo) on 127.0.0.1 and returns its port once it
+// answers.
+func startCoturnPeer(t *testing.T, path string) int {
+	t.Helper()
+	probe, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := probe.LocalAddr().(*net.UDPAddr).Port
+	probe.Close()
+	cmd := exec.Command(path, "-L", "127.0.0.1", "-p", strconv.Itoa(port))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	c, err := net.Dial("udp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 16)
+	for range 100 {
+		_, _ = c.Write([]byte("ping"))
+		_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if n, err := c.Read(buf); err == nil && string(buf[:n]) == "ping" {
+			return port
+		}
+		time.Sleep(50 * time.Millisecond) // "connection refused" until it listens
+	}
+	t.Fatalf("turnutils_peer on port %d does not echo", port)
+	return 0
+}

@@ -1,0 +1,119 @@
+package stunturn
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func TestPeerPolicy(t *testing.T) {
+	c := DefaultConfig()
+	c.RelayPortMin, c.RelayPortMax = 50000, 50999
+	c.AllowedPeerCIDRs = []string{"10.9.0.0/16", "0.0.0.0/8", "fd00::/8"}
+	c.DeniedPeerCIDRs = []string{"198.51.100.0/24", "8.8.8.0/24"}
+	p := newPeerPolicy(c, netip.MustParseAddr("203.0.113.10"))
+	for _, tc := range []struct {
+		peer   string
+		permit string // reason for a permission (IP only)
+		packet string // reason for a datagram to/from peer
+	}{
+		{"93.184.216.34:443", "", ""},
+		{"[::ffff:93.184.216.34]:443", "", ""},
+		{"10.1.2.3:5000", refusedDenied, refusedDenied},
+		{"10.9.8.7:5000", "", ""},                      // allowed_peer_cidrs carves it out
+		{"[::ffff:10.9.8.7]:5000", "", ""},             // in its IPv4-mapped form too
+		{"0.0.0.0:5000", refusedDenied, refusedDenied}, // never allowed
+		{"0.3.3.3:5000", refusedDenied, refusedDenied},
+		{"8.8.8.8:53", refusedDenied, refusedDenied}, // denied_peer_cidrs
+		{"127.0.0.1:50000", refusedDenied, refusedDenied},
+		{"203.0.113.10:50500", "", ""},          // own relay address, relay port
+		{"203.0.113.10:22", "", refusedOwnPort}, // own relay address, any other port
+		{"203.0.113.10:51000", "", refusedOwnPort},
+		{"[::ffff:203.0.113.10]:22", "", refusedOwnPort},
+		{"203.0.113.11:50500", refusedDenied, refusedDenied}, // the rest of its range stays denied
+		{"[::1]:50000", refusedIPv6, refusedIPv6},
+		{"[fd00::1]:50000", refusedIPv6, refusedIPv6}, // an IPv6 exception cannot be used by an IPv4 relay
+		{"[2002:7f00:1::]:50000", refusedIPv6, refusedIPv6},
+		{"[64:ff9b::7f00:1]:50000", refusedIPv6, refusedIPv6},
+		{"[2600::1]:443", refusedIPv6, refusedIPv6},
+	} {
+		ap := netip.MustParseAddrPort(tc.peer)
+		if got := p.permit(ap.Addr()); got != tc.permit {
+			t.Errorf("permit(%s): got %q, want %q", ap.Addr(), got, tc.permit)
+		}
+		if got := p.packet(ap); got != tc.packet {
+			t.Errorf("packet(%s): got %q, want %q", ap, got, tc.packet)
+		}
+	}
+}
+
+// TestRelayConnDropsDenied: a relay socket writes nothing toward a denied address and reports
+// success to pion (an error would be logged per packet), and counts the drop.
+func TestRelayConnDropsDenied(t *testing.T) {
+	c := DefaultConfig()
+	c.RelayAddress = "127.0.0.1"
+	c.AllowedPeerCIDRs = []string{"127.0.0.2/32"}
+	m := newMetrics(prometheus.NewRegistry())
+	a := newRelayAllocator(c, netip.MustParseAddr("192.0.2.200"), newPeerPolicy(c, netip.MustParseAddr("192.0.2.200")), m, discard())
+	pc, _, err := a.AllocatePacketConn("udp4", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	for _, to := range []string{"10.0.0.1:9", "169.254.169.254:80", "127.0.0.1:9", "[::ffff:127.0.0.1]:9", "[::1]:9", "0.0.0.0:9"} {
+		n, err := pc.WriteTo([]byte("x"), net.UDPAddrFromAddrPort(netip.MustParseAddrPort(to)))
+		if n != 1 || err != nil {
+			t.Errorf("WriteTo %s: got %d, %v; want a silent drop", to, n, err)
+		}
+	}
+	if got := counterValue(t, m.toPeerPackets); got != 0 {
+		t.Errorf("packets written: got %v, want 0", got)
+	}
+	if got := counterValue(t, m.toPeerDropped); got != 6 {
+		t.Errorf("packets dropped: got %v, want 6", got)
+	}
+	if _, err := pc.WriteTo([]byte("x"), &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2), Port: 9}); err != nil {
+		t.Errorf("WriteTo a non-UDP address: %v", err)
+	}
+}
+
+func TestRelayAllocatorReleasesPorts(t *testing.T) {
+	c := DefaultConfig()
+	c.RelayAddress = "127.0.0.1"
+	c.TotalQuota = 1
+	m := newMetrics(prometheus.NewRegistry())
+	a := newRelayAllocator(c, netip.MustParseAddr("127.0.0.1"), newPeerPolicy(c), m, discard())
+	pc, addr, err := a.AllocatePacketConn("udp4", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := addr.(*net.UDPAddr); !got.IP.Equal(net.IPv4(127, 0, 0, 1)) || got.Port < 49152 {
+		t.Errorf("relayed address %v: want the public IP and a relay port", got)
+	}
+	if _, _, err := a.AllocatePacketConn("udp4", 0); err != ErrTotalQuota {
+		t.Errorf("second allocation: got %v, want ErrTotalQuota", err)
+	}
+	pc.Close()
+	pc.Close() // twice: released once
+	pc2, _, err := a.AllocatePacketConn("udp4", 0)
+	if err != nil {
+		t.Fatalf("after release: %v", err)
+	}
+	pc2.Close()
+	if _, _, err := a.AllocateConn("tcp4", 0); err == nil {
+		t.Errorf("AllocateConn: want an error, TCP relays are not offered")
+	}
+}
+
+func counterValue(t *testing.T, c prometheus.Counter) float64 {
+	t.Helper()
+	ch := make(chan prometheus.Metric, 1)
+	c.Collect(ch)
+	var m dtoMetric
+	if err := (<-ch).Write(&m.Metric); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
