@@ -152,7 +152,7 @@ func (c *streamConn) Read(p []byte) (int, error) {
 		if len(frame) >= len(p) {
 			continue // larger than pion reads: it would drop it as truncated anyway
 		}
-		v, r, resp := c.t.inspect(c.Conn.RemoteAddr(), frame)
+		v, r, resp := c.t.inspect(c.RemoteAddr(), frame)
 		if v == reply {
 			if resp != nil {
 				_, _ = c.Conn.Write(resp)

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -14,7 +15,7 @@ import (
 
 // TestCoturnClient: coturn's own test client, turnutils_uclient with a TURN REST secret (-W),
 // relays through icebox to coturn's echo peer, turnutils_peer, without loss: over UDP with
-// channels and with Send indications, and over TCP.
+// channels and with Send indications, over TCP and over TLS.
 func TestCoturnClient(t *testing.T) {
 	tools := turntest.RequireTools(t, "turnutils_uclient", "turnutils_peer")
 	uclient, peerTool := tools[0], tools[1]
@@ -25,13 +26,16 @@ func TestCoturnClient(t *testing.T) {
 		{"udp channels", nil},
 		{"udp send indications", []string{"-s"}},
 		{"tcp channels", []string{"-t"}},
+		{"tls channels", []string{"-t", "-S"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			srv := turntest.Start(t, turntest.Options{Config: labConfig(), Secrets: []string{"coturn-interop"}, NoTLS: true})
+			srv := turntest.Start(t, turntest.Options{Config: labConfig(), Secrets: []string{"coturn-interop"}})
 			peerPort := startCoturnPeer(t, peerTool)
 			_, port, _ := net.SplitHostPort(srv.UDP)
-			if tc.flags != nil && tc.flags[0] == "-t" {
+			if slices.Contains(tc.flags, "-S") {
+				_, port, _ = net.SplitHostPort(srv.TLS)
+			} else if slices.Contains(tc.flags, "-t") {
 				_, port, _ = net.SplitHostPort(srv.TCP)
 			}
 			args := append([]string{"-W", "coturn-interop", "-u", "uclient", "-e", "127.0.0.1",

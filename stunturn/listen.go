@@ -43,7 +43,7 @@ func ListenUDP(addr string, n int) ([]net.PacketConn, error) {
 		c, err := lc.ListenPacket(context.Background(), "udp", bound)
 		if err != nil {
 			for _, c := range conns {
-				c.Close()
+				_ = c.Close()
 			}
 			if errors.Is(err, syscall.EADDRINUSE) {
 				return nil, fmt.Errorf("listen udp %s: %w (taken between the check and the bind)", bound, err)

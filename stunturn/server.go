@@ -136,13 +136,13 @@ func New(c Config, o Options) (*Server, error) {
 		err = errors.Join(err, start(t, sc))
 	}
 	if err != nil || len(s.pions) == 0 {
-		s.close()
+		_ = s.close()
 		for _, pc := range o.UDP {
-			pc.Close()
+			_ = pc.Close()
 		}
 		for _, ln := range []net.Listener{o.TCP, o.TLS} {
 			if ln != nil {
-				ln.Close()
+				_ = ln.Close()
 			}
 		}
 		if err == nil {

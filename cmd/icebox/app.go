@@ -133,11 +133,11 @@ func (a *app) startTURN(certs *certReloader) (err error) {
 			return
 		}
 		for _, pc := range opts.UDP {
-			pc.Close()
+			_ = pc.Close()
 		}
 		for _, ln := range []net.Listener{opts.TCP, opts.TLS} {
 			if ln != nil {
-				ln.Close()
+				_ = ln.Close()
 			}
 		}
 	}()

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/icebox-rtc/icebox/stunturn/turntest"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -255,7 +257,7 @@ func TestConfigFileSearch(t *testing.T) {
 
 // TestInvalid: every invalid value is refused with a message naming the key and the problem.
 func TestInvalid(t *testing.T) {
-	cert, key := writeTestCert(t)
+	cert, key := turntest.CertificateFiles(t)
 	for _, tc := range []struct {
 		name string
 		file string   // YAML
@@ -342,7 +344,7 @@ func TestAllProblemsAtOnce(t *testing.T) {
 }
 
 func TestValidValues(t *testing.T) {
-	cert, key := writeTestCert(t)
+	cert, key := turntest.CertificateFiles(t)
 	file := writeFile(t, "icebox.yaml", `
 public_host: turn.example.com
 public_ip: 203.0.113.7

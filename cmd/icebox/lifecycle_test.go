@@ -220,8 +220,14 @@ func TestPortInUse(t *testing.T) {
 
 func TestHTTPS(t *testing.T) {
 	cfg := testConfig()
-	cfg.HTTP.TLSCert, cfg.HTTP.TLSKey = writeTestCert(t)
+	cfg.HTTP.TLSCert, cfg.HTTP.TLSKey = turntest.CertificateFiles(t)
+	cfg.TURN.TLSListen = "127.0.0.1:0"
 	a, _, _ := startApp(t, cfg)
+	// TURN over TLS uses the HTTP certificate.
+	tc := turntest.Dial(t, "tls", a.turnAddrs.tls.String(), &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // self-signed test certificate
+	if _, _, err := tc.Binding(); err != nil {
+		t.Errorf("STUN Binding over TLS: %v", err)
+	}
 	c := &http.Client{Transport: &http.Transport{
 		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // self-signed test certificate
 		DisableKeepAlives: true,

@@ -5,11 +5,13 @@ import (
 	"log/slog"
 	"os"
 	"testing"
+
+	"github.com/icebox-rtc/icebox/stunturn/turntest"
 	"time"
 )
 
 func TestCertReload(t *testing.T) {
-	certFile, keyFile := writeTestCert(t)
+	certFile, keyFile := turntest.CertificateFiles(t)
 	r, err := newCertReloader(certFile, keyFile, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -27,7 +29,7 @@ func TestCertReload(t *testing.T) {
 	}
 
 	// A good renewal is picked up at the next check, without a restart.
-	newCert, newKey := writeTestCert(t)
+	newCert, newKey := turntest.CertificateFiles(t)
 	copyFile(t, newCert, certFile)
 	copyFile(t, newKey, keyFile)
 	bumpMtime(t, certFile)

@@ -82,7 +82,7 @@ func Dial(t testing.TB, network, addr string, tlsConfig *tls.Config) *Client {
 
 // Close closes the connection (an allocation over UDP stays until it expires).
 func (c *Client) Close() {
-	c.conn.Close()
+	_ = c.conn.Close()
 	<-c.done
 }
 

@@ -233,7 +233,7 @@ func Echo(t testing.TB) (*net.UDPAddr, <-chan []byte) {
 		}
 	}()
 	t.Cleanup(func() {
-		conn.Close()
+		_ = conn.Close()
 		<-done
 	})
 	return conn.LocalAddr().(*net.UDPAddr), got
