@@ -8,7 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -44,7 +44,11 @@ type app struct {
 	turn       *stunturn.Server
 	turnAddrs  struct{ udp, tcp, tls net.Addr } // bound TURN listeners; nil when off
 	secrets    *credentials.Secrets
+	auth       *credentials.Authenticator
+	creds      *credentials.Service
 	components []namedComponent
+	// drainers learn that shutdown began, besides the components.
+	drainers []interface{ Drain() }
 
 	ready    atomic.Bool // every component serving and not draining: /readyz 200
 	draining atomic.Bool
@@ -107,6 +111,22 @@ func newApp(cfg Config, log *slog.Logger, info buildInfo) (a *app, err error) {
 	if err := a.startTURN(certs); err != nil {
 		return a, err
 	}
+	a.auth = credentials.NewAuthenticator(cfg.Auth)
+	if a.creds, err = credentials.NewService(credentials.ServiceOptions{
+		Secrets:        a.secrets,
+		TTL:            cfg.Credentials.TTL,
+		Endpoints:      a.endpoints(),
+		Auth:           a.auth,
+		AllowedOrigins: cfg.HTTP.AllowedOrigins,
+		RateLimit:      cfg.HTTP.RateLimit,
+		TrustedProxies: cfg.HTTP.TrustedProxies,
+		Logger:         log.With("component", "credentials"),
+		Registry:       a.registry,
+	}); err != nil {
+		return a, err
+	}
+	a.creds.Register(a.mux)
+	a.drainers = append(a.drainers, a.creds)
 
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
@@ -169,6 +189,19 @@ func (a *app) startTURN(certs *certReloader) (err error) {
 	return nil
 }
 
+// endpoints is where clients reach the TURN listeners: public_host and the bound ports.
+func (a *app) endpoints() credentials.Endpoints {
+	port := func(addr net.Addr) int {
+		if addr == nil {
+			return 0
+		}
+		_, p, _ := net.SplitHostPort(addr.String())
+		n, _ := strconv.Atoi(p)
+		return n
+	}
+	return credentials.Endpoints{Host: a.public.Host, UDP: port(a.turnAddrs.udp), TCP: port(a.turnAddrs.tcp), TLS: port(a.turnAddrs.tls)}
+}
+
 // closeAll releases what newApp bound when the start fails half-way.
 func (a *app) closeAll() {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -187,30 +220,22 @@ func (a *app) logServing() {
 		a.log.Warn("public_ip was detected as a private or loopback address: clients elsewhere cannot reach it; set public_host and public_ip",
 			"public_ip", a.public.IP.String())
 	}
-	host := a.public.Host
-	if ip, err := netip.ParseAddr(host); err == nil && ip.Is6() {
-		host = "[" + host + "]"
-	}
+	e := a.endpoints()
 	for _, l := range []struct {
-		name, uri string
-		addr      net.Addr
-	}{
-		{"udp", "turn:%s:%s?transport=udp", a.turnAddrs.udp},
-		{"tcp", "turn:%s:%s?transport=tcp", a.turnAddrs.tcp},
-		{"tls", "turns:%s:%s?transport=tcp", a.turnAddrs.tls},
-	} {
-		if l.addr == nil {
-			continue
+		name string
+		addr net.Addr
+	}{{"udp", a.turnAddrs.udp}, {"tcp", a.turnAddrs.tcp}, {"tls", a.turnAddrs.tls}} {
+		if l.addr != nil {
+			a.log.Info("serving stun/turn", "transport", l.name, "listen", l.addr.String())
 		}
-		_, port, _ := net.SplitHostPort(l.addr.String())
-		a.log.Info("serving stun/turn", "transport", l.name, "listen", l.addr.String(),
-			"stun", fmt.Sprintf("stun:%s:%s", host, port), "turn", fmt.Sprintf(l.uri, host, port))
 	}
+	a.log.Info("ice servers", "stun", e.STUNURIs(), "turn", e.TURNURIs())
 	a.log.Info("turn relay", "relay_address", a.cfg.TURN.RelayAddress, "advertised", a.public.IP.String(),
 		"ports", fmt.Sprintf("%d-%d/udp", a.cfg.TURN.RelayPortMin, a.cfg.TURN.RelayPortMax))
 	base := a.http.url(a.public.Host)
 	a.log.Info("serving http", "listen", a.http.addr().String(), "tls", a.cfg.HTTP.TLS(),
-		"url", base+"/", "healthz", base+"/healthz", "readyz", base+"/readyz", "metrics", base+"/metrics")
+		"url", base+"/", "ice_config", base+"/ice-config", "auth", a.cfg.Auth.Mode,
+		"healthz", base+"/healthz", "readyz", base+"/readyz", "metrics", base+"/metrics")
 }
 
 // run serves until ctx ends (the first SIGINT or SIGTERM) or a component fails, then shuts down:
@@ -249,6 +274,9 @@ func (a *app) run(ctx context.Context) error {
 	a.draining.Store(true)
 	for _, c := range a.components {
 		c.Drain()
+	}
+	for _, d := range a.drainers {
+		d.Drain()
 	}
 	if drain > 0 {
 		t := time.NewTimer(drain)

@@ -2,15 +2,15 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/icebox-rtc/icebox/credentials"
 )
 
 // httpServer serves every HTTP endpoint on http.listen. Its timeouts bound what a slow or idle
@@ -89,31 +89,24 @@ func (s *httpServer) Shutdown(ctx context.Context) error {
 // routeOps adds the operations endpoints: /healthz, /readyz and /metrics.
 func (a *app) routeOps() {
 	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		credentials.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	a.mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		switch {
 		case a.draining.Load():
-			w.Header().Set("Retry-After", strconv.Itoa(int(a.cfg.Shutdown.Drain.Seconds())+1))
-			writeError(w, http.StatusServiceUnavailable, "draining", "icebox is shutting down")
+			credentials.WriteError(w, &credentials.Error{Status: http.StatusServiceUnavailable, Code: "draining",
+				Message: "icebox is shutting down", RetryAfter: a.cfg.Shutdown.Drain + time.Second})
 		case !a.ready.Load():
-			writeError(w, http.StatusServiceUnavailable, "starting", "icebox is starting")
+			credentials.WriteError(w, &credentials.Error{Status: http.StatusServiceUnavailable, Code: "starting",
+				Message: "icebox is starting"})
 		default:
-			writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+			credentials.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 		}
 	})
+	// Every other path: the contract's JSON error, not net/http's plain text.
+	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		credentials.WriteError(w, &credentials.Error{Status: http.StatusNotFound, Code: credentials.CodeNotFound,
+			Message: "no such endpoint: " + r.URL.Path})
+	})
 	a.mux.Handle("GET /metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{EnableOpenMetrics: true}))
-}
-
-// writeJSON writes v as the JSON body with status.
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-// writeError writes the contract's error body: {"error": {"code": ..., "message": ...}}.
-func writeError(w http.ResponseWriter, status int, code, message string) {
-	writeJSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": message}})
 }

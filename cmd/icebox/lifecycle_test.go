@@ -123,11 +123,25 @@ func TestLifecycle(t *testing.T) {
 		}
 	}
 
-	// TURN serves on the bound listeners with the configured secret.
-	cred := a.secrets.Mint("lifecycle", time.Hour, time.Now())
+	// /ice-config names the bound TURN listeners, and its credential allocates there.
+	code, body = get(t, c, base+"/ice-config")
+	var ice struct {
+		ICEServers []struct {
+			URLs                 []string
+			Username, Credential string
+		} `json:"iceServers"`
+	}
+	if err := json.Unmarshal([]byte(body), &ice); code != 200 || err != nil || len(ice.ICEServers) != 2 {
+		t.Fatalf("/ice-config: got %d %s", code, body)
+	}
+	_, udpPort, _ := net.SplitHostPort(a.turnAddrs.udp.String())
+	if got, want := ice.ICEServers[0].URLs, []string{"stun:127.0.0.1:" + udpPort}; strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("stun urls: got %v, want %v", got, want)
+	}
+	turnEntry := ice.ICEServers[1]
 	tc := turntest.Dial(t, "udp", a.turnAddrs.udp.String(), nil)
-	if _, err := tc.Allocate(cred.Username, cred.Password); err != nil {
-		t.Fatalf("TURN Allocate: %v", err)
+	if _, err := tc.Allocate(turnEntry.Username, turnEntry.Credential); err != nil {
+		t.Fatalf("TURN Allocate with the /ice-config credential: %v", err)
 	}
 	if _, body := get(t, c, base+"/metrics"); !strings.Contains(body, `icebox_turn_allocations{transport="udp"} 1`) {
 		t.Errorf("/metrics lacks the TURN allocation")
@@ -135,6 +149,9 @@ func TestLifecycle(t *testing.T) {
 
 	stop() // the first signal
 	body = waitStatus(t, c, base+"/readyz", 503)
+	if code, body := get(t, c, base+"/ice-config"); code != 503 || !strings.Contains(body, `"unavailable"`) {
+		t.Errorf("/ice-config while draining: got %d %s, want 503", code, body)
+	}
 	// Draining: TURN refuses new allocations, the existing one goes on.
 	cred2 := a.secrets.Mint("late", time.Hour, time.Now())
 	if _, err := turntest.Dial(t, "tcp", a.turnAddrs.tcp.String(), nil).Allocate(cred2.Username, cred2.Password); err == nil {

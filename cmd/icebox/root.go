@@ -25,6 +25,7 @@ Start it with "icebox serve"; it runs with no configuration file at all.`,
 	root.SetErr(stderr)
 	root.AddCommand(
 		newServeCmd(stdout, stderr),
+		newCredentialsCmd(stdout, stderr),
 		newConfigCmd(stdout, stderr),
 		newVersionCmd(stdout),
 	)

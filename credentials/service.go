@@ -1,0 +1,228 @@
+package credentials
+
+import (
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ServiceOptions configure the credential endpoints.
+type ServiceOptions struct {
+	Secrets   *Secrets
+	TTL       time.Duration // credentials.ttl
+	Endpoints Endpoints
+	Auth      *Authenticator
+	// AllowedOrigins, RateLimit and TrustedProxies are the http section's keys.
+	AllowedOrigins []string
+	RateLimit      float64
+	TrustedProxies []string
+	Logger         *slog.Logger
+	Registry       prometheus.Registerer
+}
+
+// Service serves GET /ice-config and GET /turn-credentials: time-limited TURN credentials for
+// whoever auth.mode lets in, from allowed origins, within the rate limit.
+type Service struct {
+	secrets   *Secrets
+	ttl       time.Duration
+	endpoints Endpoints
+	auth      *Authenticator
+	origins   Origins
+	proxies   Proxies
+	limiter   *limiter
+	log       *slog.Logger
+	draining  atomic.Bool
+
+	issued  *prometheus.CounterVec
+	refused *prometheus.CounterVec
+}
+
+// NewService builds the credential endpoints; register them with Register.
+func NewService(o ServiceOptions) (*Service, error) {
+	origins, err := ParseOrigins(o.AllowedOrigins)
+	if err != nil {
+		return nil, err
+	}
+	proxies, err := ParseTrustedProxies(o.TrustedProxies)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{
+		secrets: o.Secrets, ttl: o.TTL, endpoints: o.Endpoints, auth: o.Auth,
+		origins: origins, proxies: proxies, limiter: newLimiter(o.RateLimit), log: o.Logger,
+		issued: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "icebox_credentials_issued_total",
+			Help: "TURN credentials issued, by endpoint.",
+		}, []string{"endpoint"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "icebox_credentials_refused_total",
+			Help: "Credential requests refused, by reason (bad-request, unauthorized, forbidden, rate-limited, unavailable).",
+		}, []string{"reason"}),
+	}
+	o.Registry.MustRegister(s.issued, s.refused)
+	return s, nil
+}
+
+// Register adds /ice-config and /turn-credentials to mux.
+func (s *Service) Register(mux *http.ServeMux) {
+	mux.Handle("/ice-config", s.guard("ice-config", s.iceConfig))
+	mux.Handle("/turn-credentials", s.guard("turn-credentials", s.turnCredentials))
+}
+
+// Drain refuses new credentials from now on (503 with Retry-After), so clients go to a node
+// that is not shutting down.
+func (s *Service) Drain() { s.draining.Store(true) }
+
+// Origins is the origin policy, shared with /ws.
+func (s *Service) Origins() Origins { return s.origins }
+
+// Proxies is the trusted-proxy list, shared with /ws.
+func (s *Service) Proxies() Proxies { return s.proxies }
+
+// handler serves one endpoint for an authenticated identity.
+type handler func(w http.ResponseWriter, r *http.Request, id Identity) error
+
+// guard applies, in order: CORS and the origin policy (preflight included), the method, the
+// drain, the rate limit and authentication; then it runs h and writes any error it returns.
+func (s *Service) guard(endpoint string, h handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		err := s.check(w, r)
+		if err == nil && r.Method == http.MethodOptions {
+			w.WriteHeader(http.StatusNoContent) // an allowed preflight
+			return
+		}
+		var id Identity
+		if err == nil {
+			id, err = s.auth.Authenticate(TokenFrom(r, "key"))
+		}
+		if err == nil {
+			err = h(w, r, id)
+		}
+		if err != nil {
+			e := ErrorFor(err)
+			s.refused.WithLabelValues(e.Code).Inc()
+			if e.Status == http.StatusInternalServerError {
+				s.log.Error("credentials", "endpoint", endpoint, "err", err)
+			}
+			WriteError(w, e)
+			return
+		}
+		s.issued.WithLabelValues(endpoint).Inc()
+	})
+}
+
+// check is everything before authentication.
+func (s *Service) check(w http.ResponseWriter, r *http.Request) error {
+	if origin := r.Header.Get("Origin"); origin != "" {
+		if !s.origins.Allowed(origin, r.Host) {
+			return &Error{Status: http.StatusForbidden, Code: CodeForbidden, Message: "origin " + origin + " is not allowed (http.allowed_origins)"}
+		}
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", origin)
+		h.Add("Vary", "Origin")
+		if r.Method == http.MethodOptions {
+			h.Set("Access-Control-Allow-Methods", "GET, OPTIONS")
+			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
+			h.Set("Access-Control-Max-Age", "600")
+		}
+	}
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+	default:
+		w.Header().Set("Allow", "GET, HEAD, OPTIONS")
+		return &Error{Status: http.StatusMethodNotAllowed, Code: CodeMethod, Message: r.Method + " is not allowed; use GET"}
+	}
+	if r.Method == http.MethodOptions {
+		return nil
+	}
+	if s.draining.Load() {
+		return &Error{Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
+			Message: "this node is shutting down; try another", RetryAfter: 5 * time.Second}
+	}
+	if ok, wait := s.limiter.allow(s.proxies.ClientIP(r), time.Now()); !ok {
+		return &Error{Status: http.StatusTooManyRequests, Code: CodeRateLimited,
+			Message: "too many requests; slow down (http.rate_limit)", RetryAfter: wait}
+	}
+	return nil
+}
+
+// ICEConfig is the /ice-config answer: what new RTCPeerConnection(config) takes.
+type ICEConfig struct {
+	ICEServers         []ICEServer `json:"iceServers"`
+	ICETransportPolicy string      `json:"iceTransportPolicy,omitempty"`
+	TTL                int64       `json:"ttl"`
+	ExpiresAt          time.Time   `json:"expiresAt"`
+}
+
+// NewICEConfig is the RTCConfiguration for cred.
+func (s *Service) NewICEConfig(cred Credential) ICEConfig {
+	return ICEConfig{
+		ICEServers: s.endpoints.ICEServers(cred),
+		TTL:        int64(s.ttl / time.Second),
+		ExpiresAt:  cred.Expires.UTC(),
+	}
+}
+
+// Mint issues a credential for id (a random opaque user when auth names none).
+func (s *Service) Mint(id Identity) Credential {
+	user := id.User
+	if user == "" {
+		user = RandomUser()
+	}
+	return s.secrets.Mint(user, s.ttl, time.Now())
+}
+
+func (s *Service) iceConfig(w http.ResponseWriter, r *http.Request, id Identity) error {
+	cfg := s.NewICEConfig(s.Mint(id))
+	switch policy := r.URL.Query().Get("policy"); policy {
+	case "", "all":
+	case "relay":
+		cfg.ICETransportPolicy = "relay"
+	default:
+		return &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: "policy must be relay or all, not " + quote(policy)}
+	}
+	WriteJSON(w, http.StatusOK, cfg)
+	return nil
+}
+
+// TURNCredentials is the draft-uberti-behave-turn-rest-00 answer of /turn-credentials.
+type TURNCredentials struct {
+	Username string   `json:"username"`
+	Password string   `json:"password"`
+	TTL      int64    `json:"ttl"`
+	URIs     []string `json:"uris"`
+}
+
+// NewTURNCredentials is the draft's answer for cred.
+func NewTURNCredentials(cred Credential, ttl time.Duration, e Endpoints) TURNCredentials {
+	return TURNCredentials{Username: cred.Username, Password: cred.Password, TTL: int64(ttl / time.Second), URIs: e.TURNURIs()}
+}
+
+func (s *Service) turnCredentials(w http.ResponseWriter, r *http.Request, id Identity) error {
+	q := r.URL.Query()
+	if service := q.Get("service"); service != "turn" {
+		return &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: "service must be turn, not " + quote(service)}
+	}
+	// The user part: the authenticated user when auth names one (a JWT sub), else the
+	// username the app asks for.
+	if id.User == "" && q.Get("username") != "" {
+		user, err := SanitizeUser(q.Get("username"))
+		if err != nil {
+			return &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: "username: " + err.Error()}
+		}
+		id.User = user
+	}
+	WriteJSON(w, http.StatusOK, NewTURNCredentials(s.Mint(id), s.ttl, s.endpoints))
+	return nil
+}
+
+func quote(s string) string {
+	if len(s) > 40 {
+		s = s[:40] + "..."
+	}
+	return "\"" + strings.ToValidUTF8(s, "?") + "\""
+}
