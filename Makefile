@@ -9,7 +9,7 @@ GOBIN   ?= $(shell $(GO) env GOPATH)/bin
 GOLANGCI_LINT_VERSION := v2.15.0
 
 # What the tests run besides Go, as COMMAND:DEBIAN_PACKAGE[:SERVICE_TO_KEEP_STOPPED].
-TEST_DEPS := turnutils_uclient:coturn:coturn
+TEST_DEPS := turnutils_uclient:coturn:coturn chromium:chromium
 
 .PHONY: help build test deps bench lint
 
