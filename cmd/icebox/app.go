@@ -9,10 +9,12 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/icebox-rtc/icebox/credentials"
+	"github.com/icebox-rtc/icebox/signaling"
 	"github.com/icebox-rtc/icebox/stunturn"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -46,6 +48,7 @@ type app struct {
 	secrets    *credentials.Secrets
 	auth       *credentials.Authenticator
 	creds      *credentials.Service
+	hub        *signaling.Hub
 	components []namedComponent
 	// drainers learn that shutdown began, besides the components.
 	drainers []interface{ Drain() }
@@ -127,6 +130,22 @@ func newApp(cfg Config, log *slog.Logger, info buildInfo) (a *app, err error) {
 	}
 	a.creds.Register(a.mux)
 	a.drainers = append(a.drainers, a.creds)
+
+	if a.hub, err = signaling.New(cfg.Signaling, signaling.Options{
+		Auth:    a.auth,
+		Origins: a.creds.Origins(),
+		Proxies: a.creds.Proxies(),
+		ICE: func(id credentials.Identity) ([]credentials.ICEServer, int64) {
+			c := a.creds.NewICEConfig(a.creds.Mint(id))
+			return c.ICEServers, c.TTL
+		},
+		Logger:   log.With("component", "signaling"),
+		Registry: a.registry,
+	}); err != nil {
+		return a, err
+	}
+	a.mux.Handle("/ws", a.hub)
+	a.components = append(a.components, namedComponent{"signaling", a.hub})
 
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
@@ -234,7 +253,7 @@ func (a *app) logServing() {
 		"ports", fmt.Sprintf("%d-%d/udp", a.cfg.TURN.RelayPortMin, a.cfg.TURN.RelayPortMax))
 	base := a.http.url(a.public.Host)
 	a.log.Info("serving http", "listen", a.http.addr().String(), "tls", a.cfg.HTTP.TLS(),
-		"url", base+"/", "ice_config", base+"/ice-config", "auth", a.cfg.Auth.Mode,
+		"url", base+"/", "ice_config", base+"/ice-config", "ws", strings.Replace(base, "http", "ws", 1)+"/ws", "auth", a.cfg.Auth.Mode,
 		"healthz", base+"/healthz", "readyz", base+"/readyz", "metrics", base+"/metrics")
 }
 

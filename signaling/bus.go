@@ -1,0 +1,111 @@
+package signaling
+
+import (
+	"context"
+	"slices"
+	"sync"
+)
+
+// Bus is membership and delivery: which peers are in which room, and getting a frame to a peer.
+// The Hub speaks the protocol and holds the connections of this node; the Bus is what nodes
+// would share. LocalBus keeps everything in this process; a Redis-backed Bus shares rooms
+// between the nodes on one Redis.
+type Bus interface {
+	// Join adds m to room unless the room already holds max peers (ErrRoomFull), and returns
+	// the members that were there before, in the order they joined.
+	Join(ctx context.Context, room string, m Member, max int) ([]Member, error)
+	// Leave removes peer from room; leaving a room one is not in does nothing.
+	Leave(ctx context.Context, room, peer string) error
+	// Members lists room in join order.
+	Members(ctx context.Context, room string) ([]Member, error)
+	// Send delivers frame to each of peers, through the deliver func they were attached with.
+	// Frames from one caller arrive in the order it sent them. Unknown peers are skipped.
+	Send(ctx context.Context, peers []string, frame []byte) error
+	// Attach routes frames for peer to deliver, until Detach.
+	Attach(peer string, deliver func(frame []byte))
+	// Detach stops routing frames to peer.
+	Detach(peer string)
+	// Rooms is the number of rooms with members (a metric).
+	Rooms() int
+}
+
+// LocalBus is the in-process Bus: rooms and delivery within one icebox.
+type LocalBus struct {
+	mu      sync.RWMutex
+	rooms   map[string][]Member
+	deliver map[string]func([]byte)
+}
+
+// NewLocalBus returns an empty in-process Bus.
+func NewLocalBus() *LocalBus {
+	return &LocalBus{rooms: map[string][]Member{}, deliver: map[string]func([]byte){}}
+}
+
+// Join implements Bus.
+func (b *LocalBus) Join(_ context.Context, room string, m Member, max int) ([]Member, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	members := b.rooms[room]
+	if len(members) >= max {
+		return nil, ErrRoomFull
+	}
+	others := slices.Clone(members)
+	b.rooms[room] = append(members, m)
+	if others == nil {
+		others = []Member{}
+	}
+	return others, nil
+}
+
+// Leave implements Bus.
+func (b *LocalBus) Leave(_ context.Context, room, peer string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	members := slices.DeleteFunc(b.rooms[room], func(m Member) bool { return m.Peer == peer })
+	if len(members) == 0 {
+		delete(b.rooms, room)
+	} else {
+		b.rooms[room] = members
+	}
+	return nil
+}
+
+// Members implements Bus.
+func (b *LocalBus) Members(_ context.Context, room string) ([]Member, error) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return append([]Member{}, b.rooms[room]...), nil
+}
+
+// Send implements Bus.
+func (b *LocalBus) Send(_ context.Context, peers []string, frame []byte) error {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	for _, p := range peers {
+		if d := b.deliver[p]; d != nil {
+			d(frame)
+		}
+	}
+	return nil
+}
+
+// Attach implements Bus.
+func (b *LocalBus) Attach(peer string, deliver func([]byte)) {
+	b.mu.Lock()
+	b.deliver[peer] = deliver
+	b.mu.Unlock()
+}
+
+// Detach implements Bus.
+func (b *LocalBus) Detach(peer string) {
+	b.mu.Lock()
+	delete(b.deliver, peer)
+	b.mu.Unlock()
+}
+
+// Rooms implements Bus.
+func (b *LocalBus) Rooms() int {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return len(b.rooms)
+}

@@ -1,0 +1,418 @@
+package signaling
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/icebox-rtc/icebox/credentials"
+)
+
+// Options is what New needs besides the signaling section.
+type Options struct {
+	// Bus holds rooms and delivers messages; nil means a LocalBus.
+	Bus Bus
+	// Auth checks the token of each connection (auth.mode).
+	Auth *credentials.Authenticator
+	// Origins and Proxies are the http section's origin policy and trusted proxies.
+	Origins credentials.Origins
+	Proxies credentials.Proxies
+	// ICE returns the iceServers and ttl of the welcome, for the connection's identity:
+	// the same as /ice-config would give it.
+	ICE      func(credentials.Identity) ([]credentials.ICEServer, int64)
+	Logger   *slog.Logger
+	Registry prometheus.Registerer
+}
+
+// Hub is the signaling service of one node: it speaks the protocol with the WebSocket
+// connections of this node and keeps their sessions; rooms and delivery are the Bus's.
+type Hub struct {
+	cfg     Config
+	bus     Bus
+	auth    *credentials.Authenticator
+	origins credentials.Origins
+	proxies credentials.Proxies
+	ice     func(credentials.Identity) ([]credentials.ICEServer, int64)
+	log     *slog.Logger
+	metrics *metrics
+
+	upgrader websocket.Upgrader
+
+	mu       sync.Mutex
+	sessions map[string]*session // by peer id
+	tokens   map[string]*session // by resume token
+	conns    map[*conn]struct{}
+	perIP    map[netip.Addr]int
+	draining bool
+	closed   bool
+	done     chan struct{}
+}
+
+// New builds the hub; serve it at /ws with ServeHTTP.
+func New(cfg Config, o Options) (*Hub, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if o.Bus == nil {
+		o.Bus = NewLocalBus()
+	}
+	h := &Hub{
+		cfg: cfg, bus: o.Bus, auth: o.Auth, origins: o.Origins, proxies: o.Proxies, ice: o.ICE, log: o.Logger,
+		sessions: map[string]*session{}, tokens: map[string]*session{},
+		conns: map[*conn]struct{}{}, perIP: map[netip.Addr]int{}, done: make(chan struct{}),
+	}
+	h.metrics = newMetrics(o.Registry, h)
+	h.upgrader = websocket.Upgrader{
+		HandshakeTimeout:  10 * time.Second,
+		ReadBufferSize:    1024,
+		WriteBufferSize:   1024,
+		WriteBufferPool:   &sync.Pool{},                             // idle connections hold no write buffer
+		EnableCompression: false,                                    // no permessage-deflate: memory and CPU per connection
+		CheckOrigin:       func(*http.Request) bool { return true }, // checked before, with a JSON 403
+	}
+	return h, nil
+}
+
+// Serve blocks until Shutdown; the connections run on their own goroutines.
+func (h *Hub) Serve() error {
+	<-h.done
+	return nil
+}
+
+// Drain refuses new joins (unavailable) and new sessions from now on; rooms go on.
+func (h *Hub) Drain() {
+	h.mu.Lock()
+	h.draining = true
+	h.mu.Unlock()
+}
+
+// Shutdown sends bye to every connection and closes it with 1012, and waits for them to end
+// within ctx.
+func (h *Hub) Shutdown(ctx context.Context) error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil
+	}
+	h.closed = true
+	conns := make([]*conn, 0, len(h.conns))
+	for c := range h.conns {
+		conns = append(conns, c)
+	}
+	for _, s := range h.sessions {
+		s.mu.Lock()
+		if s.grace != nil {
+			s.grace.Stop()
+		}
+		s.ended = true
+		s.mu.Unlock()
+	}
+	close(h.done)
+	h.mu.Unlock()
+
+	bye := encode(byeMsg{Type: TypeBye, Reason: ReasonShutdown})
+	for _, c := range conns {
+		c.close(websocket.CloseServiceRestart, "server shutting down", bye, "shutdown")
+	}
+	finished := make(chan struct{})
+	go func() {
+		for _, c := range conns {
+			c.done.Wait()
+		}
+		close(finished)
+	}()
+	select {
+	case <-finished:
+		return nil
+	case <-ctx.Done():
+		for _, c := range conns {
+			_ = c.ws.NetConn().Close() // a client that does not take its bye in time
+		}
+		<-finished
+		return ctx.Err()
+	}
+}
+
+// randomID is an unguessable identifier of n random bytes.
+func randomID(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// open starts the session of a new connection: a fresh one, or the one resumeToken names if
+// it is alive and belongs to the same user. It writes nothing; the welcome is returned.
+func (h *Hub) open(c *conn, id credentials.Identity, resumeToken string, last uint64, hasLast bool) (*session, []byte, error) {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil, nil, ErrClosed
+	}
+	s := h.tokens[resumeToken]
+	if s != nil && s.id.User != id.User {
+		s = nil // a token is no way into another user's session
+	}
+	if s != nil {
+		delete(h.tokens, resumeToken) // single use
+	}
+	token := randomID(32)
+	resumed := s != nil
+	if !resumed {
+		s = newSession(randomID(12), token, id)
+		h.sessions[s.peer] = s
+	}
+	h.tokens[token] = s
+	h.mu.Unlock()
+
+	var old *conn
+	s.mu.Lock()
+	if resumed {
+		s.token = token
+		old = s.conn
+		if s.grace != nil {
+			s.grace.Stop()
+			s.grace = nil
+		}
+		s.rewind(last, hasLast)
+	}
+	s.conn = c
+	room := s.room
+	s.mu.Unlock()
+
+	if old != nil {
+		// The old socket still looked open: this resume replaces it, silently for the room.
+		old.close(CloseReplaced, "replaced by a resumed connection", nil, "replaced")
+	}
+	if !resumed {
+		h.bus.Attach(s.peer, func(f []byte) { h.deliver(s, f) })
+	}
+	servers, ttl := h.ice(id)
+	w := welcomeMsg{Type: TypeWelcome, Peer: s.peer, Resume: token, ICEServers: servers, TTL: ttl}
+	if resumed {
+		w.Resumed, w.Room, w.Peers = true, room, []Member{}
+		if room != "" {
+			members, err := h.bus.Members(context.Background(), room)
+			if err != nil {
+				return nil, nil, err
+			}
+			w.Peers = others(members, s.peer)
+		}
+		h.metrics.resumes.WithLabelValues("resumed").Inc()
+	} else if resumeToken != "" {
+		h.metrics.resumes.WithLabelValues("unknown_token").Inc()
+	}
+	return s, encode(w), nil
+}
+
+func others(members []Member, self string) []Member {
+	return slices.DeleteFunc(members, func(m Member) bool { return m.Peer == self })
+}
+
+// deliver puts a frame into s's mailbox; a full mailbox ends the session.
+func (h *Hub) deliver(s *session, f []byte) {
+	if !s.push(f) {
+		go h.end(s, "mailbox_full")
+	}
+}
+
+// reply sends a frame to s itself.
+func (h *Hub) reply(s *session, f []byte) { h.deliver(s, f) }
+
+// acked records a pong of c acknowledging every frame up to seq.
+func (h *Hub) acked(c *conn, seq uint64) {
+	c.s.mu.Lock()
+	current := c.s.conn == c
+	c.s.mu.Unlock()
+	if current {
+		c.s.ack(seq)
+	}
+}
+
+// dropped is called once c's reader and writer have ended, by a drop or a close: the session
+// stays for resume_grace unless another connection already took it over.
+func (h *Hub) dropped(c *conn) {
+	h.metrics.drops.WithLabelValues(c.dropReason).Inc()
+	h.mu.Lock()
+	delete(h.conns, c)
+	if h.perIP[c.ip]--; h.perIP[c.ip] <= 0 {
+		delete(h.perIP, c.ip)
+	}
+	closed := h.closed
+	h.mu.Unlock()
+
+	s := c.s
+	s.mu.Lock()
+	if s.conn != c || s.ended || closed {
+		s.mu.Unlock()
+		return
+	}
+	s.conn = nil
+	grace := h.cfg.ResumeGrace
+	s.grace = time.AfterFunc(grace, func() { h.expire(s) })
+	s.mu.Unlock()
+}
+
+// expire ends a session whose grace passed without a resume.
+func (h *Hub) expire(s *session) {
+	s.mu.Lock()
+	waiting := s.conn == nil && !s.ended
+	s.mu.Unlock()
+	if waiting {
+		h.end(s, "grace_expired")
+	}
+}
+
+// end ends a session: it leaves its room (the others get peer-left "disconnected"), its token
+// stops working, and its connection, if any, is closed.
+func (h *Hub) end(s *session, reason string) {
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return
+	}
+	s.ended = true
+	if s.grace != nil {
+		s.grace.Stop()
+	}
+	room, token, c := s.room, s.token, s.conn
+	s.room, s.queue = "", nil
+	s.mu.Unlock()
+
+	h.mu.Lock()
+	delete(h.sessions, s.peer)
+	if h.tokens[token] == s {
+		delete(h.tokens, token)
+	}
+	h.mu.Unlock()
+	h.bus.Detach(s.peer)
+	if c != nil { // the mailbox overflowed while it was connected: a slow reader
+		c.close(websocket.ClosePolicyViolation, "too slow: send queue full", nil, reason)
+	}
+	h.metrics.sessionsEnded.WithLabelValues(reason).Inc()
+	if room != "" {
+		h.leaveRoom(s.peer, room, ReasonDisconnected)
+	}
+}
+
+// leaveRoom takes peer out of room and tells the others why.
+func (h *Hub) leaveRoom(peer, room, reason string) {
+	ctx := context.Background()
+	if err := h.bus.Leave(ctx, room, peer); err != nil {
+		h.log.Warn("signaling: leave", "err", err)
+	}
+	members, err := h.bus.Members(ctx, room)
+	if err != nil {
+		h.log.Warn("signaling: members", "err", err)
+		return
+	}
+	f := encode(peerLeftMsg{Type: TypePeerLeft, Room: room, Peer: peer, Reason: reason})
+	if err := h.bus.Send(ctx, peerIDs(others(members, peer)), f); err != nil {
+		h.log.Warn("signaling: send", "err", err)
+	}
+}
+
+func peerIDs(ms []Member) []string {
+	ids := make([]string, len(ms))
+	for i, m := range ms {
+		ids[i] = m.Peer
+	}
+	return ids
+}
+
+// handle runs one valid message of s; a returned error is answered to the client.
+func (h *Hub) handle(s *session, m inbound) *protocolError {
+	// One message of a session at a time, even while a resumed connection replaces another.
+	s.op.Lock()
+	defer s.op.Unlock()
+	ctx := context.Background()
+	s.mu.Lock()
+	room := s.room
+	s.mu.Unlock()
+	switch m.Type {
+	case TypePing:
+		h.reply(s, encode(replyMsg{Type: TypePong, Re: m.ID}))
+	case TypeJoin:
+		return h.join(ctx, s, room, m)
+	case TypeSignal:
+		if room == "" {
+			return protoErr(CodeNotJoined, "join a room first")
+		}
+		members, err := h.bus.Members(ctx, room)
+		if err != nil {
+			return h.unavailable(err)
+		}
+		if m.To == s.peer || !slices.ContainsFunc(members, func(x Member) bool { return x.Peer == m.To }) {
+			return protoErr(CodeUnknownPeer, "no peer %q in room %q", truncate(m.To, 64), room)
+		}
+		if err := h.bus.Send(ctx, []string{m.To}, encode(relayMsg{Type: TypeSignal, From: s.peer, Data: m.Data})); err != nil {
+			return h.unavailable(err)
+		}
+	case TypeBroadcast:
+		if room == "" {
+			return protoErr(CodeNotJoined, "join a room first")
+		}
+		members, err := h.bus.Members(ctx, room)
+		if err != nil {
+			return h.unavailable(err)
+		}
+		if err := h.bus.Send(ctx, peerIDs(others(members, s.peer)), encode(relayMsg{Type: TypeBroadcast, From: s.peer, Data: m.Data})); err != nil {
+			return h.unavailable(err)
+		}
+	case TypeLeave:
+		if room == "" {
+			return protoErr(CodeNotJoined, "not in a room")
+		}
+		s.mu.Lock()
+		s.room, s.meta = "", nil
+		s.mu.Unlock()
+		h.reply(s, encode(replyMsg{Type: TypeLeft, Re: m.ID}))
+		h.leaveRoom(s.peer, room, ReasonLeft)
+	}
+	return nil
+}
+
+func (h *Hub) join(ctx context.Context, s *session, room string, m inbound) *protocolError {
+	switch {
+	case room != "":
+		return protoErr(CodeAlreadyJoined, "already in room %q; leave first", room)
+	case s.id.Room != "" && s.id.Room != m.Room:
+		return protoErr(CodeForbidden, "this token only allows room %q", s.id.Room)
+	}
+	h.mu.Lock()
+	draining := h.draining
+	h.mu.Unlock()
+	if draining {
+		return protoErr(CodeUnavailable, "this node is shutting down; reconnect to join")
+	}
+	peersBefore, err := h.bus.Join(ctx, m.Room, Member{Peer: s.peer, Meta: m.Meta}, h.cfg.MaxRoomSize)
+	if errors.Is(err, ErrRoomFull) {
+		return protoErr(CodeRoomFull, "room %q has %d peers, the most it takes", m.Room, h.cfg.MaxRoomSize)
+	}
+	if err != nil {
+		return h.unavailable(err)
+	}
+	s.mu.Lock()
+	s.room, s.meta = m.Room, m.Meta
+	s.mu.Unlock()
+	h.reply(s, encode(joinedMsg{Type: TypeJoined, Room: m.Room, Peers: peersBefore, Re: m.ID}))
+	f := encode(peerJoinedMsg{Type: TypePeerJoined, Room: m.Room, Peer: s.peer, Meta: m.Meta})
+	if err := h.bus.Send(ctx, peerIDs(peersBefore), f); err != nil {
+		h.log.Warn("signaling: send", "err", err)
+	}
+	return nil
+}
+
+func (h *Hub) unavailable(err error) *protocolError {
+	h.log.Warn("signaling: bus unavailable", "err", err)
+	return protoErr(CodeUnavailable, "rooms are unavailable right now; try again")
+}

@@ -1,0 +1,83 @@
+package signaling
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics are the icebox_signaling_* series. Labels are bounded sets: message types, error
+// codes, reasons; never a room, peer or user.
+type metrics struct {
+	connects      prometheus.Counter
+	messages      *prometheus.CounterVec
+	errors        *prometheus.CounterVec
+	drops         *prometheus.CounterVec
+	refused       *prometheus.CounterVec
+	resumes       *prometheus.CounterVec
+	sessionsEnded *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer, h *Hub) *metrics {
+	m := &metrics{
+		connects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "icebox_signaling_connections_total",
+			Help: "WebSocket connections accepted.",
+		}),
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "icebox_signaling_messages_total",
+			Help: "Messages received from clients, by type (invalid: not a message of the protocol).",
+		}, []string{"type"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "icebox_signaling_errors_total",
+			Help: "Error messages sent to clients, by code.",
+		}, []string{"code"}),
+		drops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "icebox_signaling_drops_total",
+			Help: "Connections ended, by reason (closed_by_client, network, pong_timeout, too_large, policy, write_error, replaced, mailbox_full, shutdown).",
+		}, []string{"reason"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "icebox_signaling_refused_total",
+			Help: "WebSocket requests refused before the upgrade, by error code.",
+		}, []string{"code"}),
+		resumes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "icebox_signaling_resumes_total",
+			Help: "Resume attempts, by result (resumed, unknown_token).",
+		}, []string{"result"}),
+		sessionsEnded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "icebox_signaling_sessions_ended_total",
+			Help: "Sessions ended without a leave, by reason (grace_expired, mailbox_full).",
+		}, []string{"reason"}),
+	}
+	reg.MustRegister(m.connects, m.messages, m.errors, m.drops, m.refused, m.resumes, m.sessionsEnded,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "icebox_signaling_connections",
+			Help: "Open WebSocket connections on this node.",
+		}, func() float64 {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			return float64(len(h.conns))
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "icebox_signaling_sessions",
+			Help: "Sessions on this node, connected or waiting for a resume.",
+		}, func() float64 {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			return float64(len(h.sessions))
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "icebox_signaling_rooms",
+			Help: "Rooms with at least one peer.",
+		}, func() float64 { return float64(h.bus.Rooms()) }),
+	)
+	return m
+}
+
+// messageLabel is the type label of an inbound message: its type when it is one of the
+// protocol's, else "invalid".
+func messageLabel(typ string, perr *protocolError) string {
+	switch typ {
+	case TypeJoin, TypeSignal, TypeBroadcast, TypeLeave, TypePing:
+		if perr == nil || perr.Code != CodeBadMessage {
+			return typ
+		}
+	}
+	return "invalid"
+}
