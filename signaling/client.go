@@ -32,7 +32,7 @@ type conn struct {
 	hello []byte   // the welcome, written before anything from the mailbox
 
 	limit   *rate.Limiter // signaling.rate_limit
-	strikes *rate.Limiter // how many violations are tolerated before closing with 1008
+	strikes *rate.Limiter // how many rate-limited messages are tolerated before closing with 1008
 
 	closeOnce  sync.Once
 	closing    chan struct{}
@@ -41,17 +41,19 @@ type conn struct {
 	closeFrame []byte // written just before the close frame (bye)
 	dropReason string
 
+	readerDone chan struct{} // the reader stopped reading
 	writerDone chan struct{}
 	done       sync.WaitGroup // reader and writer, and the hub told of the end
 }
 
 func newConn(h *Hub, ws *websocket.Conn, ip netip.Addr) *conn {
-	c := &conn{ws: ws, h: h, ip: ip, closing: make(chan struct{}), writerDone: make(chan struct{})}
+	c := &conn{ws: ws, h: h, ip: ip, closing: make(chan struct{}),
+		readerDone: make(chan struct{}), writerDone: make(chan struct{})}
 	if r := h.cfg.RateLimit; r > 0 {
 		c.limit = rate.NewLimiter(rate.Limit(r), max(int(2*r), 1))
 	}
-	// Ten violations at once, then one a second, are tolerated; past that the client is not
-	// slowing down and is closed.
+	// Ten rate-limited messages at once, then one a second, are tolerated; past that the client
+	// is not slowing down and is closed.
 	c.strikes = rate.NewLimiter(1, 10)
 	return c
 }
@@ -90,41 +92,37 @@ func (c *conn) readLoop() {
 		kind, frame, err := c.ws.ReadMessage()
 		if err != nil {
 			c.close(websocket.CloseNormalClosure, "", nil, readDropReason(err))
+			close(c.readerDone)
 			break
 		}
 		_ = c.ws.SetReadDeadline(time.Now().Add(timeout))
-		if kind != websocket.TextMessage {
-			c.violation(inbound{}, protoErr(CodeBadMessage, "messages are JSON text frames"))
-			continue
-		}
 		if c.limit != nil && !c.limit.Allow() {
 			m, _ := decode(frame)
-			c.violation(m, protoErr(CodeRateLimited, "more than %v messages a second", c.h.cfg.RateLimit))
+			c.answer(m, protoErr(CodeRateLimited, "more than %v messages a second", c.h.cfg.RateLimit))
+			if !c.strikes.Allow() { // it keeps going: close with 1008
+				c.close(websocket.ClosePolicyViolation, "rate limit exceeded again and again", nil, "policy")
+			}
+			continue
+		}
+		if kind != websocket.TextMessage {
+			c.answer(inbound{}, protoErr(CodeBadMessage, "messages are JSON text frames"))
 			continue
 		}
 		m, perr := decode(frame)
 		c.h.metrics.messages.WithLabelValues(messageLabel(m.Type, perr)).Inc()
 		if perr == nil {
 			perr = c.h.handle(c.s, m)
-		} else {
-			c.violation(m, perr)
-			continue
 		}
 		if perr != nil {
-			c.h.metrics.errors.WithLabelValues(perr.Code).Inc()
-			c.h.reply(c.s, errorFrame(perr, m.ID))
+			c.answer(m, perr)
 		}
 	}
 }
 
-// violation answers a message that broke a limit or the protocol, and closes the connection
-// with 1008 when they keep coming.
-func (c *conn) violation(m inbound, perr *protocolError) {
+// answer sends the error message for m.
+func (c *conn) answer(m inbound, perr *protocolError) {
 	c.h.metrics.errors.WithLabelValues(perr.Code).Inc()
 	c.h.reply(c.s, errorFrame(perr, m.ID))
-	if !c.strikes.Allow() {
-		c.close(websocket.ClosePolicyViolation, "too many violations: "+perr.Code, nil, "policy")
-	}
 }
 
 func errorFrame(perr *protocolError, re []byte) []byte {
@@ -148,7 +146,7 @@ func readDropReason(err error) string {
 func (c *conn) writeLoop() {
 	defer c.done.Done()
 	defer close(c.writerDone)
-	defer c.ws.Close() // ends the reader too
+	defer func() { _ = c.ws.Close() }() // ends the reader too
 	ping := time.NewTicker(c.h.cfg.PingInterval)
 	defer ping.Stop()
 	if !c.write(c.hello) {
@@ -180,6 +178,12 @@ func (c *conn) writeLoop() {
 				_ = c.ws.WriteMessage(websocket.TextMessage, c.closeFrame)
 			}
 			_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(c.closeCode, c.closeText), deadline)
+			// The closing handshake: wait for the client's close before cutting TCP, or it may
+			// get a reset instead of the close frame.
+			select {
+			case <-c.readerDone:
+			case <-time.After(time.Second):
+			}
 			return
 		}
 	}

@@ -199,14 +199,15 @@ func (h *Hub) open(c *conn, id credentials.Identity, resumeToken string, last ui
 	servers, ttl := h.ice(id)
 	w := welcomeMsg{Type: TypeWelcome, Peer: s.peer, Resume: token, ICEServers: servers, TTL: ttl}
 	if resumed {
-		w.Resumed, w.Room, w.Peers = true, room, []Member{}
+		peers := []Member{}
 		if room != "" {
 			members, err := h.bus.Members(context.Background(), room)
 			if err != nil {
 				return nil, nil, err
 			}
-			w.Peers = others(members, s.peer)
+			peers = others(members, s.peer)
 		}
+		w.Resumed, w.Room, w.Peers = true, room, &peers
 		h.metrics.resumes.WithLabelValues("resumed").Inc()
 	} else if resumeToken != "" {
 		h.metrics.resumes.WithLabelValues("unknown_token").Inc()

@@ -155,12 +155,15 @@ func validRoom(r string) bool {
 		return false
 	}
 	for i := 0; i < len(r); i++ {
-		c := r[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+		if !roomChar(r[i]) {
 			return false
 		}
 	}
 	return true
+}
+
+func roomChar(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
 }
 
 func truncate(s string, n int) string {
@@ -186,7 +189,7 @@ type welcomeMsg struct {
 	TTL        int64                   `json:"ttl"`
 	Resumed    bool                    `json:"resumed,omitempty"`
 	Room       string                  `json:"room,omitempty"`
-	Peers      []Member                `json:"peers,omitempty"`
+	Peers      *[]Member               `json:"peers,omitempty"` // set, [] at least, when resumed
 }
 
 type joinedMsg struct {

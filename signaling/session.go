@@ -77,10 +77,14 @@ func (s *session) push(data []byte) bool {
 func (s *session) next(c *conn) (frame, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.conn != c || s.cursor+1 >= s.nextSeq {
+	if s.conn != c || s.ended || s.cursor+1 >= s.nextSeq {
 		return frame{}, false
 	}
-	return s.queue[s.index(s.cursor+1)], true
+	i := s.index(s.cursor + 1)
+	if i < 0 { // cannot happen: frames are only dropped up to the cursor
+		return frame{}, false
+	}
+	return s.queue[i], true
 }
 
 // index is where the frame seq sits in the queue; it is there (seq > every dropped frame).

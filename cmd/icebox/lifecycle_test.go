@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/icebox-rtc/icebox/signaling/sigclient"
 	"github.com/icebox-rtc/icebox/stunturn/turntest"
 )
 
@@ -143,6 +144,20 @@ func TestLifecycle(t *testing.T) {
 	if _, err := tc.Allocate(turnEntry.Username, turnEntry.Credential); err != nil {
 		t.Fatalf("TURN Allocate with the /ice-config credential: %v", err)
 	}
+	// Signaling at /ws: the welcome brings the same kind of iceServers.
+	wsURL := "ws://" + a.http.addr().String() + "/ws"
+	sc, err := sigclient.Dial(t.Context(), wsURL, sigclient.Options{})
+	if err != nil {
+		t.Fatalf("/ws: %v", err)
+	}
+	defer sc.Close()
+	if w := sc.Welcome(); len(w.ICEServers) != 2 || w.ICEServers[1].Username == "" || w.TTL != 86400 {
+		t.Errorf("welcome: got %s, want the stun and turn servers with a credential", w.Raw)
+	}
+	if _, err := sc.Join(t.Context(), "lifecycle", nil); err != nil {
+		t.Fatalf("join: %v", err)
+	}
+
 	if _, body := get(t, c, base+"/metrics"); !strings.Contains(body, `icebox_turn_allocations{transport="udp"} 1`) {
 		t.Errorf("/metrics lacks the TURN allocation")
 	}
@@ -160,6 +175,12 @@ func TestLifecycle(t *testing.T) {
 	if err := tc.Refresh(time.Minute); err != nil {
 		t.Errorf("TURN Refresh of an existing allocation while draining: %v", err)
 	}
+	if _, err := sigclient.Dial(t.Context(), wsURL, sigclient.Options{}); err == nil {
+		t.Errorf("a new signaling connection while draining was accepted")
+	}
+	if err := sc.Ping(t.Context()); err != nil {
+		t.Errorf("the existing signaling connection while draining: %v", err)
+	}
 	var e struct {
 		Error struct{ Code, Message string }
 	}
@@ -171,6 +192,9 @@ func TestLifecycle(t *testing.T) {
 	}
 	if err := wait(); err != nil {
 		t.Errorf("run: got %v, want a clean return", err)
+	}
+	if m := <-sc.Messages(); m.Type != "bye" || m.Reason != "shutdown" {
+		t.Errorf("signaling at shutdown: got %s, want bye", m.Raw)
 	}
 	if _, err := net.Dial("tcp", a.http.addr().String()); err == nil {
 		t.Errorf("HTTP still accepts connections after shutdown")

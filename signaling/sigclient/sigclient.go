@@ -126,18 +126,18 @@ func Dial(ctx context.Context, rawURL string, o Options) (*Client, error) {
 			if json.NewDecoder(resp.Body).Decode(&body) == nil && body.Error.Code != "" {
 				err = fmt.Errorf("%w: %d %s", &Error{Code: body.Error.Code, Message: body.Error.Message}, resp.StatusCode, body.Error.Message)
 			}
-			resp.Body.Close()
+			_ = resp.Body.Close()
 		}
 		return nil, err
 	}
 	c := &Client{ws: ws, waiting: map[string]chan Message{}, msgs: make(chan Message, 1024), done: make(chan struct{})}
 	_, frame, err := ws.ReadMessage()
 	if err != nil {
-		ws.Close()
+		_ = ws.Close()
 		return nil, err
 	}
 	if err := json.Unmarshal(frame, &c.welcome); err != nil || c.welcome.Type != "welcome" {
-		ws.Close()
+		_ = ws.Close()
 		return nil, fmt.Errorf("signaling: expected a welcome, got %s", frame)
 	}
 	c.welcome.Raw = frame

@@ -1,0 +1,238 @@
+package signaling_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+
+	"github.com/icebox-rtc/icebox/credentials"
+	"github.com/icebox-rtc/icebox/signaling"
+	"github.com/icebox-rtc/icebox/signaling/sigclient"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// server is a Hub served at /ws on a real loopback HTTP server.
+type server struct {
+	*signaling.Hub
+	URL      string // ws://127.0.0.1:PORT/ws
+	HTTP     *httptest.Server
+	Registry *prometheus.Registry
+}
+
+type serverOptions struct {
+	config  func(*signaling.Config)
+	auth    credentials.AuthConfig
+	origins []string
+}
+
+func testConfig() signaling.Config {
+	c := signaling.DefaultConfig()
+	c.RateLimit = 0 // tests that measure the limit set it
+	c.MaxConnsPerIP = 0
+	return c
+}
+
+func start(t testing.TB, o serverOptions) *server {
+	t.Helper()
+	cfg := testConfig()
+	if o.config != nil {
+		o.config(&cfg)
+	}
+	if o.auth.Mode == "" {
+		o.auth = credentials.DefaultAuthConfig()
+	}
+	origins, err := credentials.ParseOrigins(o.origins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	hub, err := signaling.New(cfg, signaling.Options{
+		Auth:    credentials.NewAuthenticator(o.auth),
+		Origins: origins,
+		ICE: func(credentials.Identity) ([]credentials.ICEServer, int64) {
+			return []credentials.ICEServer{{URLs: []string{"stun:127.0.0.1:3478"}}}, 86400
+		},
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Registry: reg,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = hub.Serve()
+		close(done)
+	}()
+	mux := http.NewServeMux()
+	mux.Handle("/ws", hub)
+	hs := httptest.NewServer(mux)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = hub.Shutdown(ctx)
+		<-done
+		hs.Close()
+	})
+	return &server{Hub: hub, URL: "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws", HTTP: hs, Registry: reg}
+}
+
+func dial(t *testing.T, s *server, o sigclient.Options) *sigclient.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := sigclient.Dial(ctx, s.URL, o)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+// join dials a client and joins room with meta.
+func join(t *testing.T, s *server, room string, meta any) (*sigclient.Client, sigclient.Message) {
+	t.Helper()
+	c := dial(t, s, sigclient.Options{})
+	joined, err := c.Join(ctx(t), room, meta)
+	if err != nil {
+		t.Fatalf("join %s: %v", room, err)
+	}
+	return c, joined
+}
+
+// next waits for the next unsolicited message.
+func next(t *testing.T, c *sigclient.Client) sigclient.Message {
+	t.Helper()
+	select {
+	case m, ok := <-c.Messages():
+		if !ok {
+			t.Fatalf("connection ended while waiting for a message: %v", c.Err())
+		}
+		return m
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no message within 10s")
+	}
+	return sigclient.Message{}
+}
+
+// expect waits for the next message and checks its type.
+func expect(t *testing.T, c *sigclient.Client, typ string) sigclient.Message {
+	t.Helper()
+	m := next(t, c)
+	if m.Type != typ {
+		t.Fatalf("got %s, want a %s message", m.Raw, typ)
+	}
+	return m
+}
+
+// quiet checks that nothing arrives for a moment.
+func quiet(t *testing.T, c *sigclient.Client) {
+	t.Helper()
+	select {
+	case m, ok := <-c.Messages():
+		if ok {
+			t.Errorf("unexpected message %s", m.Raw)
+		}
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// rawDial opens a plain WebSocket, for clients that break the protocol on purpose.
+func rawDial(t *testing.T, s *server, query string, header http.Header) (*websocket.Conn, map[string]any) {
+	t.Helper()
+	ws, _, err := websocket.DefaultDialer.Dial(s.URL+query, header)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	return ws, readJSON(t, ws)
+}
+
+func readJSON(t *testing.T, ws *websocket.Conn) map[string]any {
+	t.Helper()
+	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, frame, err := ws.ReadMessage()
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(frame, &m); err != nil {
+		t.Fatalf("frame %s: %v", frame, err)
+	}
+	return m
+}
+
+// closeCode reads until the connection ends and returns the close code it got.
+func closeCode(t *testing.T, ws *websocket.Conn) int {
+	t.Helper()
+	_ = ws.SetReadDeadline(time.Now().Add(20 * time.Second))
+	for {
+		_, _, err := ws.ReadMessage()
+		if err == nil {
+			continue
+		}
+		var ce *websocket.CloseError
+		if ok := asCloseError(err, &ce); ok {
+			return ce.Code
+		}
+		t.Fatalf("connection ended without a close frame: %v", err)
+	}
+}
+
+func asCloseError(err error, target **websocket.CloseError) bool {
+	ce, ok := err.(*websocket.CloseError)
+	if ok {
+		*target = ce
+	}
+	return ok
+}
+
+type signalingConfig = signaling.Config
+
+func timeAfter(seconds int) time.Time { return time.Now().Add(time.Duration(seconds) * time.Second) }
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// counter sums the series of a metric whose label has value.
+func counter(t *testing.T, s *server, name, label, value string) float64 {
+	t.Helper()
+	families, err := s.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	return sum
+}
+
+// startF is start for a fuzz target, outside f.Fuzz.
+func startF(f *testing.F) *server { return start(f, serverOptions{}) }

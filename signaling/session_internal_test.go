@@ -1,0 +1,86 @@
+package signaling
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/icebox-rtc/icebox/credentials"
+)
+
+func frames(s *session, c *conn) []string {
+	var out []string
+	for {
+		f, ok := s.next(c)
+		if !ok {
+			return out
+		}
+		out = append(out, fmt.Sprintf("%d:%s", f.seq, f.data))
+		s.wrote(c, f.seq)
+	}
+}
+
+func TestMailbox(t *testing.T) {
+	s := newSession("p", "t", credentials.Identity{})
+	c1 := &conn{}
+	s.conn = c1
+	for i := range 3 {
+		s.push([]byte(fmt.Sprint(i)))
+	}
+	if got := frames(s, c1); fmt.Sprint(got) != "[1:0 2:1 3:2]" {
+		t.Fatalf("got %v", got)
+	}
+	s.ack(2) // a pong: the client has 1 and 2
+	if len(s.queue) != 1 {
+		t.Errorf("after ack 2: %d frames kept, want 1", len(s.queue))
+	}
+	s.push([]byte("3"))
+
+	// A resume that does not say what it has gets every frame no pong acknowledged.
+	c2 := &conn{}
+	s.conn = c2
+	s.rewind(0, false)
+	if got := frames(s, c2); fmt.Sprint(got) != "[3:2 4:3]" {
+		t.Errorf("resume without last: got %v", got)
+	}
+	// One that says it has everything up to 3 gets 4 only, and 3 is forgotten.
+	c3 := &conn{}
+	s.conn = c3
+	s.rewind(3, true)
+	if got := frames(s, c3); fmt.Sprint(got) != "[4:3]" {
+		t.Errorf("resume with last=3: got %v", got)
+	}
+	// An impossible last (ahead of what was written) is treated as unknown.
+	c4 := &conn{}
+	s.conn = c4
+	s.rewind(99, true)
+	if got := frames(s, c4); fmt.Sprint(got) != "[4:3]" {
+		t.Errorf("resume with last=99: got %v", got)
+	}
+	// A stale connection writes nothing.
+	if _, ok := s.next(c1); ok {
+		t.Errorf("a replaced connection still gets frames")
+	}
+}
+
+func TestMailboxBounds(t *testing.T) {
+	s := newSession("p", "t", credentials.Identity{})
+	for i := range maxUnsent {
+		if !s.push([]byte(fmt.Sprint(i))) {
+			t.Fatalf("push %d refused", i)
+		}
+	}
+	if s.push([]byte("one too many")) {
+		t.Fatalf("push beyond maxUnsent accepted")
+	}
+	// Written frames are kept up to maxUnacked, then forgotten oldest first.
+	c := &conn{}
+	s.conn = c
+	frames(s, c)
+	for i := range 2 * maxUnacked {
+		s.push([]byte(fmt.Sprint(i)))
+		frames(s, c)
+	}
+	if len(s.queue) != maxUnacked {
+		t.Errorf("kept %d written frames, want %d", len(s.queue), maxUnacked)
+	}
+}
