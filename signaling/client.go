@@ -172,7 +172,16 @@ func (c *conn) writeLoop() {
 				c.close(websocket.CloseNormalClosure, "", nil, "write_error")
 			}
 		case <-c.closing:
+			// Within a second: what is still due (the answers that led to a 1008, say), the
+			// bye, then the close frame. What does not fit stays in the mailbox for a resume.
 			deadline := time.Now().Add(time.Second)
+			for {
+				f, ok := c.s.next(c)
+				if !ok || !c.writeSeqBy(f, deadline) {
+					break
+				}
+				c.s.wrote(c, f.seq)
+			}
 			if c.closeFrame != nil {
 				_ = c.ws.SetWriteDeadline(deadline)
 				_ = c.ws.WriteMessage(websocket.TextMessage, c.closeFrame)
@@ -196,7 +205,11 @@ func (c *conn) write(b []byte) bool {
 
 // writeSeq writes f with its seq spliced in front: {"seq":N,"type":...}.
 func (c *conn) writeSeq(f frame) bool {
-	_ = c.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
+	return c.writeSeqBy(f, time.Now().Add(writeTimeout))
+}
+
+func (c *conn) writeSeqBy(f frame, deadline time.Time) bool {
+	_ = c.ws.SetWriteDeadline(deadline)
 	w, err := c.ws.NextWriter(websocket.TextMessage)
 	if err != nil {
 		return false
