@@ -11,7 +11,7 @@ GOLANGCI_LINT_VERSION := v2.15.0
 # What the tests run besides Go, as COMMAND:DEBIAN_PACKAGE[:SERVICE_TO_KEEP_STOPPED].
 TEST_DEPS := turnutils_uclient:coturn:coturn chromium:chromium
 
-.PHONY: help build test deps bench lint
+.PHONY: help build test deps bench lint screenshot
 
 help: ## Show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -35,3 +35,7 @@ lint: ## golangci-lint (installed at a pinned version if missing)
 	@[ -x "$(GOBIN)/golangci-lint" ] && "$(GOBIN)/golangci-lint" version 2>/dev/null | grep -q "$(GOLANGCI_LINT_VERSION:v%=%)" || \
 		$(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 	"$(GOBIN)/golangci-lint" run ./...
+
+screenshot: ## Regenerate docs/demo.png (the demo with two participants, from the browser test)
+	@mkdir -p docs
+	ICEBOX_SCREENSHOT=$(CURDIR)/docs/demo.png $(GO) test -count=1 -run '^TestDemoTwoPeersRelayed$$' ./cmd/icebox

@@ -15,6 +15,7 @@ import (
 
 	"github.com/icebox-rtc/icebox/credentials"
 	"github.com/icebox-rtc/icebox/signaling"
+	"github.com/icebox-rtc/icebox/signaling/web"
 	"github.com/icebox-rtc/icebox/stunturn"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -145,6 +146,7 @@ func newApp(cfg Config, log *slog.Logger, info buildInfo) (a *app, err error) {
 		return a, err
 	}
 	a.mux.Handle("/ws", a.hub)
+	web.Register(a.mux)
 	a.components = append(a.components, namedComponent{"signaling", a.hub})
 
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
