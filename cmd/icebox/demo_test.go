@@ -232,7 +232,7 @@ func TestDemoScreenShare(t *testing.T) {
 	})()`)
 	a.wait("the canvas sent in place of the camera", `[...window.demo.call.peers.values()].every(p => p.videoSender.track === window.canvasTrack)`)
 	a.wait("the share button to say so", `document.getElementById('share').textContent === 'Stop sharing'`)
-	b.framesGrow(1) // Bob keeps receiving, now the canvas
+	b.framesGrow(1)                                                               // Bob keeps receiving, now the canvas
 	eval[bool](a, `(window.canvasTrack.dispatchEvent(new Event('ended')), true)`) // the user stops sharing
 	a.wait("the camera back", `[...window.demo.call.peers.values()].every(p => p.videoSender.track === window.demo.call.stream.getVideoTracks()[0])`)
 	b.framesGrow(1)
