@@ -137,10 +137,12 @@ func (c *checker) iceConfig(ctx context.Context) (credentials.ICEConfig, error) 
 	if err != nil {
 		return cfg, err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode != http.StatusOK {
-		var e struct{ Error struct{ Code, Message string } }
+		var e struct {
+			Error struct{ Code, Message string }
+		}
 		if json.Unmarshal(body, &e) == nil && e.Error.Code != "" {
 			return cfg, fmt.Errorf("%d %s: %s", resp.StatusCode, e.Error.Code, e.Error.Message)
 		}
@@ -193,7 +195,7 @@ func (c *checker) stunBinding(uri string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.Fingerprint)
 	deadline := time.Now().Add(c.timeout)
 	buf := make([]byte, 1500)
@@ -364,7 +366,7 @@ func (c *checker) signaling(ctx context.Context) (peer, room string, err error) 
 	if err != nil {
 		return "", "", err
 	}
-	defer client.CloseNormally()
+	defer func() { _ = client.CloseNormally() }()
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
 	room = "icebox-check-" + hex.EncodeToString(b)

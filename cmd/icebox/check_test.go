@@ -96,7 +96,7 @@ func TestCheckDeadTURNListener(t *testing.T) {
 		}
 		resp, err := http.Get(target.String() + "/ice-config")
 		if err != nil {
-			http.Error(w, err.Error(), 502)
+			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
 		}
 		defer resp.Body.Close()
@@ -114,4 +114,3 @@ func TestCheckDeadTURNListener(t *testing.T) {
 		t.Errorf("the other checks should pass:\n%s", out)
 	}
 }
-
