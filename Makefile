@@ -7,9 +7,11 @@ LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 GOBIN   ?= $(shell $(GO) env GOPATH)/bin
 
 GOLANGCI_LINT_VERSION := v2.15.0
+HELM_VERSION          := v3.22.0
+export PATH := $(GOBIN):$(PATH)
 
 # What the tests run besides Go, as COMMAND:DEBIAN_PACKAGE[:SERVICE_TO_KEEP_STOPPED].
-TEST_DEPS := turnutils_uclient:coturn:coturn chromium:chromium
+TEST_DEPS := turnutils_uclient:coturn:coturn chromium:chromium systemd-analyze:systemd
 
 .PHONY: help build test deps bench lint screenshot
 
@@ -19,8 +21,9 @@ help: ## Show the targets
 build: ## Build bin/icebox (static, version stamped)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/icebox ./cmd/icebox
 
-deps: ## Install what the tests need, if missing (apt-get; needs root)
+deps: ## Install what the tests need, if missing (apt-get needs root; Go tools at pinned versions)
 	@.ci/install-deps $(TEST_DEPS)
+	@command -v helm >/dev/null 2>&1 || { echo "installing helm $(HELM_VERSION)"; $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); }
 
 test: deps ## Every test, as CI runs it: gofmt check, go vet, go test -race
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then \

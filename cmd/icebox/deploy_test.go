@@ -1,0 +1,408 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/icebox-rtc/icebox/stunturn/turntest"
+)
+
+var deployDir = filepath.Join("..", "..", "deploy")
+
+// tool finds a program in PATH or in GOPATH/bin (where make test go-installs helm).
+func tool(t *testing.T, name string) string {
+	t.Helper()
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
+		p := filepath.Join(strings.TrimSpace(string(out)), "bin", name)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return turntest.RequireTools(t, name)[0]
+}
+
+// TestSystemdUnit: systemd accepts the unit, with the binary at its ExecStart path, and its
+// sandbox is tight.
+func TestSystemdUnit(t *testing.T) {
+	analyze := tool(t, "systemd-analyze")
+	unit, err := os.ReadFile(filepath.Join(deployDir, "systemd", "icebox.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A throwaway root holding the unit, the binary where ExecStart says, and systemd's units.
+	root := t.TempDir()
+	for _, d := range []string{"usr/local/bin", "etc/systemd/system", "usr/lib/systemd"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copyFile(t, iceboxBinary(t), filepath.Join(root, "usr/local/bin/icebox"))
+	if err := os.Chmod(filepath.Join(root, "usr/local/bin/icebox"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "etc/systemd/system/icebox.service"), unit, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("cp", "-r", "/usr/lib/systemd/system", filepath.Join(root, "usr/lib/systemd/")).CombinedOutput(); err != nil {
+		t.Fatalf("copying systemd's units: %v %s", err, out)
+	}
+	out, err := exec.Command(analyze, "verify", "--root="+root, "/etc/systemd/system/icebox.service").CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	}
+	out, _ = exec.Command(analyze, "security", "--offline=yes", "--root="+root, "/etc/systemd/system/icebox.service").CombinedOutput()
+	m := regexp.MustCompile(`Overall exposure level for icebox.service: ([0-9.]+)`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("systemd-analyze security:\n%s", out)
+	}
+	if level, _ := strconv.ParseFloat(string(m[1]), 64); level > 2.5 {
+		t.Errorf("exposure level %v, want at most 2.5 (systemd's OK)", level)
+	}
+
+	text := string(unit)
+	for _, want := range []string{
+		"ExecStart=/usr/local/bin/icebox serve --config /etc/icebox/icebox.yaml",
+		"User=icebox", "AmbientCapabilities=CAP_NET_BIND_SERVICE", "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
+		"NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
+		"RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK", "Restart=on-failure",
+	} {
+		if !strings.Contains(text, want+"\n") {
+			t.Errorf("the unit lacks %q", want)
+		}
+	}
+	// The stop timeout covers the default drain and shutdown timeout.
+	stop := regexp.MustCompile(`TimeoutStopSec=(\d+)s`).FindStringSubmatch(text)
+	def := DefaultConfig().Shutdown
+	if stop == nil {
+		t.Fatalf("no TimeoutStopSec")
+	}
+	if n, _ := strconv.Atoi(stop[1]); float64(n) <= (def.Drain + def.Timeout).Seconds() {
+		t.Errorf("TimeoutStopSec=%ss does not cover drain %v + timeout %v", stop[1], def.Drain, def.Timeout)
+	}
+	if nofile := regexp.MustCompile(`LimitNOFILE=(\d+)`).FindStringSubmatch(text); nofile == nil || len(nofile[1]) < 6 {
+		t.Errorf("LimitNOFILE %v: want room for many relays", nofile)
+	}
+}
+
+// TestInstallScript: install.sh into a throwaway root writes a config with a fresh secret and
+// the given addresses, which icebox loads, and leaves an existing config alone.
+func TestInstallScript(t *testing.T) {
+	root := t.TempDir()
+	script := filepath.Join(deployDir, "systemd", "install.sh")
+	run := func(args ...string) string {
+		cmd := exec.Command(script, append([]string{"--binary", iceboxBinary(t)}, args...)...)
+		cmd.Env = append(os.Environ(), "DESTDIR="+root)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("install.sh %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	run("--public-host", "turn.example.com", "--public-ip", "203.0.113.10")
+	for _, f := range []string{"usr/local/bin/icebox", "etc/systemd/system/icebox.service", "etc/icebox/icebox.yaml"} {
+		if _, err := os.Stat(filepath.Join(root, f)); err != nil {
+			t.Errorf("%s not installed: %v", f, err)
+		}
+	}
+	config := filepath.Join(root, "etc/icebox/icebox.yaml")
+	st, _ := os.Stat(config)
+	if st.Mode().Perm()&0o007 != 0 {
+		t.Errorf("the config holding the secret is %v, want no access for others", st.Mode().Perm())
+	}
+	l := mustLoad(t, config)
+	if len(l.cfg.Credentials.Secrets) != 1 || !regexp.MustCompile(`^[0-9a-f]{64}$`).MatchString(l.cfg.Credentials.Secrets[0]) {
+		t.Errorf("secrets %v, want one 32-byte hex secret", l.cfg.Credentials.Secrets)
+	}
+	if l.cfg.PublicHost != "turn.example.com" || l.cfg.PublicIP != "203.0.113.10" {
+		t.Errorf("got public_host %q, public_ip %q", l.cfg.PublicHost, l.cfg.PublicIP)
+	}
+	first := l.cfg.Credentials.Secrets[0]
+
+	// A second install keeps the config, and its secret.
+	if out := run("--public-host", "other.example.com"); !strings.Contains(out, "keeping the existing") {
+		t.Errorf("second install: %s", out)
+	}
+	if again := mustLoad(t, config); again.cfg.Credentials.Secrets[0] != first || again.cfg.PublicHost != "turn.example.com" {
+		t.Errorf("the existing config was changed")
+	}
+
+	// A fresh root gets another secret.
+	other := t.TempDir()
+	cmd := exec.Command(script, "--binary", iceboxBinary(t))
+	cmd.Env = append(os.Environ(), "DESTDIR="+other)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	if s := mustLoad(t, filepath.Join(other, "etc/icebox/icebox.yaml")).cfg.Credentials.Secrets[0]; s == first {
+		t.Errorf("two installs share the secret %s", s)
+	}
+	bad := exec.Command(script, "--binary", iceboxBinary(t), "--public-ip", "not-an-ip")
+	bad.Env = append(os.Environ(), "DESTDIR="+t.TempDir())
+	if err := bad.Run(); err == nil {
+		t.Errorf("install.sh accepted --public-ip not-an-ip")
+	}
+}
+
+// helmTemplate renders the chart with the values files and --set flags.
+func helmTemplate(t *testing.T, args ...string) ([]byte, error) {
+	t.Helper()
+	helm := tool(t, "helm")
+	cmd := exec.Command(helm, append([]string{"template", "icebox", filepath.Join(deployDir, "helm", "icebox"),
+		"--namespace", "calls", "--kube-version", "1.31.0"}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, &exec.ExitError{Stderr: stderr.Bytes()}
+	}
+	return out, nil
+}
+
+// serviceMonitor is the part of the prometheus-operator CRD the chart uses (not in k8s.io/api).
+type serviceMonitor struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              struct {
+		Selector  metav1.LabelSelector `json:"selector"`
+		Endpoints []struct {
+			Port      string `json:"port"`
+			Path      string `json:"path"`
+			Interval  string `json:"interval"`
+			Scheme    string `json:"scheme,omitempty"`
+			TLSConfig *struct {
+				InsecureSkipVerify bool `json:"insecureSkipVerify"`
+			} `json:"tlsConfig,omitempty"`
+		} `json:"endpoints"`
+	} `json:"spec"`
+}
+
+// manifests holds one render, each document strictly decoded into its API type.
+type manifests struct {
+	deployment     *appsv1.Deployment
+	service        *corev1.Service
+	configMap      *corev1.ConfigMap
+	secret         *corev1.Secret
+	pdb            *policyv1.PodDisruptionBudget
+	serviceMonitor *serviceMonitor
+}
+
+// decodeManifests validates every rendered document offline against the Kubernetes API types:
+// unknown fields and wrong types are errors.
+func decodeManifests(t *testing.T, rendered []byte) manifests {
+	t.Helper()
+	var m manifests
+	for _, doc := range strings.Split(string(rendered), "\n---") {
+		if strings.TrimSpace(strings.TrimPrefix(doc, "---")) == "" {
+			continue
+		}
+		js, err := yaml.YAMLToJSONStrict([]byte(doc))
+		if err != nil {
+			t.Fatalf("not YAML: %v\n%s", err, doc)
+		}
+		var tm metav1.TypeMeta
+		if err := json.Unmarshal(js, &tm); err != nil {
+			t.Fatal(err)
+		}
+		var into any
+		switch tm.APIVersion + "/" + tm.Kind {
+		case "apps/v1/Deployment":
+			m.deployment = &appsv1.Deployment{}
+			into = m.deployment
+		case "v1/Service":
+			m.service = &corev1.Service{}
+			into = m.service
+		case "v1/ConfigMap":
+			m.configMap = &corev1.ConfigMap{}
+			into = m.configMap
+		case "v1/Secret":
+			m.secret = &corev1.Secret{}
+			into = m.secret
+		case "policy/v1/PodDisruptionBudget":
+			m.pdb = &policyv1.PodDisruptionBudget{}
+			into = m.pdb
+		case "monitoring.coreos.com/v1/ServiceMonitor":
+			m.serviceMonitor = &serviceMonitor{}
+			into = m.serviceMonitor
+		default:
+			t.Fatalf("unexpected kind %s %s", tm.APIVersion, tm.Kind)
+		}
+		dec := json.NewDecoder(bytes.NewReader(js))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(into); err != nil {
+			t.Fatalf("%s %s does not decode strictly: %v\n%s", tm.APIVersion, tm.Kind, err, doc)
+		}
+	}
+	if m.deployment == nil || m.service == nil || m.configMap == nil || m.secret == nil {
+		t.Fatalf("missing manifests: %+v", m)
+	}
+	return m
+}
+
+// checkPod checks what every render must have: probes, security, the config icebox loads.
+func checkPod(t *testing.T, m manifests) {
+	t.Helper()
+	spec := m.deployment.Spec.Template.Spec
+	c := spec.Containers[0]
+	if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet.Path != "/readyz" || c.LivenessProbe == nil || c.LivenessProbe.HTTPGet.Path != "/healthz" {
+		t.Errorf("probes: readiness %+v, liveness %+v", c.ReadinessProbe, c.LivenessProbe)
+	}
+	sc := c.SecurityContext
+	if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
+		len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" || len(sc.Capabilities.Add) != 1 || sc.Capabilities.Add[0] != "NET_BIND_SERVICE" {
+		t.Errorf("container security context: %+v", sc)
+	}
+	if psc := spec.SecurityContext; psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot {
+		t.Errorf("pod security context: %+v", psc)
+	}
+	if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Sleep == nil {
+		t.Fatalf("no preStop sleep: %+v", c.Lifecycle)
+	}
+	// The grace period covers the preStop wait, the drain and the shutdown timeout.
+	def := DefaultConfig().Shutdown
+	if want := c.Lifecycle.PreStop.Sleep.Seconds + int64((def.Drain + def.Timeout).Seconds()); spec.TerminationGracePeriodSeconds == nil || *spec.TerminationGracePeriodSeconds <= want {
+		t.Errorf("terminationGracePeriodSeconds %v, want more than %d", spec.TerminationGracePeriodSeconds, want)
+	}
+	// The rendered configuration is one icebox accepts, with the secret from the environment
+	// and the certificate where the pod mounts it (here: a test certificate).
+	tlsDir := t.TempDir()
+	cert, key := turntest.CertificateFiles(t)
+	copyFile(t, cert, filepath.Join(tlsDir, "tls.crt"))
+	copyFile(t, key, filepath.Join(tlsDir, "tls.key"))
+	rendered := strings.ReplaceAll(m.configMap.Data["icebox.yaml"], "/etc/icebox/tls/", tlsDir+"/")
+	file := writeFile(t, "icebox.yaml", rendered)
+	dummy := map[string]string{
+		"ICEBOX_CREDENTIALS_SECRETS": "from-the-secret", "ICEBOX_AUTH_TOKENS": "k1,k2",
+		"ICEBOX_AUTH_JWT_SECRET": "0123456789abcdef0123456789abcdef", "ICEBOX_SIGNALING_REDIS_URL": "redis://redis:6379/0",
+	}
+	for _, e := range c.Env {
+		v, known := dummy[e.Name]
+		if !known {
+			t.Errorf("environment variable %s: not an icebox setting the test knows", e.Name)
+		}
+		t.Setenv(e.Name, v)
+	}
+	l := mustLoad(t, file)
+	if l.cfg.Credentials.Secrets[0] != "from-the-secret" {
+		t.Errorf("secrets: %v", l.cfg.Credentials.Secrets)
+	}
+	envs := map[string]bool{}
+	for _, e := range c.Env {
+		envs[e.Name] = e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil
+	}
+	if !envs["ICEBOX_CREDENTIALS_SECRETS"] {
+		t.Errorf("ICEBOX_CREDENTIALS_SECRETS does not come from a Secret: %+v", c.Env)
+	}
+}
+
+func TestHelmChart(t *testing.T) {
+	helm := tool(t, "helm")
+	chart := filepath.Join(deployDir, "helm", "icebox")
+	multi := filepath.Join(chart, "ci", "multi-node-values.yaml")
+	for _, args := range [][]string{{chart}, {chart, "-f", multi}} {
+		if out, err := exec.Command(helm, append([]string{"lint", "--strict", "--kube-version", "1.31.0"}, args...)...).CombinedOutput(); err != nil {
+			t.Errorf("helm lint %v: %v\n%s", args[1:], err, out)
+		}
+	}
+
+	t.Run("default", func(t *testing.T) {
+		out, err := helmTemplate(t)
+		if err != nil {
+			t.Fatalf("helm template: %s", err.(*exec.ExitError).Stderr)
+		}
+		m := decodeManifests(t, out)
+		checkPod(t, m)
+		spec := m.deployment.Spec.Template.Spec
+		if !spec.HostNetwork || *m.deployment.Spec.Replicas != 1 || m.service.Spec.Type != corev1.ServiceTypeClusterIP {
+			t.Errorf("default: hostNetwork %v, replicas %d, service %s", spec.HostNetwork, *m.deployment.Spec.Replicas, m.service.Spec.Type)
+		}
+		if len(m.secret.Data["turn-secrets"]) < 32 {
+			t.Errorf("the chart did not generate a TURN secret")
+		}
+		if m.serviceMonitor != nil {
+			t.Errorf("a ServiceMonitor without serviceMonitor.enabled")
+		}
+	})
+
+	t.Run("several nodes", func(t *testing.T) {
+		out, err := helmTemplate(t, "-f", multi)
+		if err != nil {
+			t.Fatalf("helm template: %s", err.(*exec.ExitError).Stderr)
+		}
+		m := decodeManifests(t, out)
+		checkPod(t, m)
+		if *m.deployment.Spec.Replicas != 3 || m.deployment.Spec.Template.Spec.HostNetwork {
+			t.Errorf("replicas %d, hostNetwork %v", *m.deployment.Spec.Replicas, m.deployment.Spec.Template.Spec.HostNetwork)
+		}
+		if m.service.Spec.Type != corev1.ServiceTypeLoadBalancer || m.service.Spec.ExternalTrafficPolicy != corev1.ServiceExternalTrafficPolicyLocal {
+			t.Errorf("service %s, externalTrafficPolicy %s", m.service.Spec.Type, m.service.Spec.ExternalTrafficPolicy)
+		}
+		relay := 0
+		for _, p := range m.service.Spec.Ports {
+			if strings.HasPrefix(p.Name, "relay-") && p.Protocol == corev1.ProtocolUDP && p.Port >= 50000 && p.Port <= 50099 {
+				relay++
+			}
+		}
+		if relay != 100 {
+			t.Errorf("relay ports on the load balancer: got %d, want 100", relay)
+		}
+		cfg := m.configMap.Data["icebox.yaml"]
+		for _, want := range []string{"relay_port_min: 50000", "relay_port_max: 50099", "tls_cert: /etc/icebox/tls/tls.crt", "public_ip: 203.0.113.10"} {
+			if !strings.Contains(cfg, want) {
+				t.Errorf("the config lacks %q:\n%s", want, cfg)
+			}
+		}
+		if m.serviceMonitor == nil || m.serviceMonitor.Spec.Endpoints[0].Path != "/metrics" {
+			t.Errorf("serviceMonitor: %+v", m.serviceMonitor)
+		}
+		if m.pdb == nil {
+			t.Errorf("no PodDisruptionBudget")
+		}
+		if c := m.deployment.Spec.Template.Spec.Containers[0]; c.ReadinessProbe.HTTPGet.Scheme != corev1.URISchemeHTTPS {
+			t.Errorf("probes over %s with TLS on", c.ReadinessProbe.HTTPGet.Scheme)
+		}
+	})
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"replicas without redis", []string{"--set", "replicaCount=2"}, "needs Redis"},
+		{"unknown mode", []string{"--set", "mode=nodePort"}, "is not hostNetwork or loadBalancer"},
+		{"wide relay range", []string{"--set", "mode=loadBalancer", "--set", "loadBalancer.relayPortMax=60000"}, "keep it between 1 and 1000"},
+		{"tls without certificate", []string{"--set", "config.turn.tls_listen=:5349"}, "needs a certificate"},
+		{"unreadable duration", []string{"--set", "config.shutdown.drain=1m30s"}, "is not a whole number"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := helmTemplate(t, tc.args...)
+			var ee *exec.ExitError
+			if err == nil || !asExitError(err, &ee) || !strings.Contains(string(ee.Stderr), tc.want) {
+				t.Errorf("got %v, want a failure saying %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func asExitError(err error, target **exec.ExitError) bool {
+	ee, ok := err.(*exec.ExitError)
+	if ok {
+		*target = ee
+	}
+	return ok
+}

@@ -1,0 +1,72 @@
+{{- define "icebox.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "icebox.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "icebox.labels" -}}
+app.kubernetes.io/name: {{ include "icebox.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{- define "icebox.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "icebox.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* icebox.seconds turns a duration of whole s, m or h ("10s", "2m") into seconds. */}}
+{{- define "icebox.seconds" -}}
+{{- $d := toString . -}}
+{{- if regexMatch "^[0-9]+s$" $d -}}{{ trimSuffix "s" $d | atoi }}
+{{- else if regexMatch "^[0-9]+m$" $d -}}{{ mul (trimSuffix "m" $d | atoi) 60 }}
+{{- else if regexMatch "^[0-9]+h$" $d -}}{{ mul (trimSuffix "h" $d | atoi) 3600 }}
+{{- else -}}{{ fail (printf "config.shutdown: %q is not a whole number of seconds, minutes or hours (10s, 2m, 1h)" $d) }}
+{{- end -}}
+{{- end -}}
+
+{{/* icebox.port is the port of a listen address such as ":8080" or "0.0.0.0:3478". */}}
+{{- define "icebox.port" -}}
+{{- splitList ":" (toString .) | last | int -}}
+{{- end -}}
+
+{{/* icebox.config is the icebox configuration the pod runs with, as a dict. */}}
+{{- define "icebox.config" -}}
+{{- $cfg := deepCopy .Values.config -}}
+{{- if eq .Values.mode "loadBalancer" -}}
+{{- $_ := set $cfg.turn "relay_port_min" (int .Values.loadBalancer.relayPortMin) -}}
+{{- $_ := set $cfg.turn "relay_port_max" (int .Values.loadBalancer.relayPortMax) -}}
+{{- end -}}
+{{- if .Values.tls.existingSecret -}}
+{{- $_ := set $cfg.http "tls_cert" "/etc/icebox/tls/tls.crt" -}}
+{{- $_ := set $cfg.http "tls_key" "/etc/icebox/tls/tls.key" -}}
+{{- end -}}
+{{- toYaml $cfg -}}
+{{- end -}}
+
+{{/* icebox.validate fails the render on values that cannot work. */}}
+{{- define "icebox.validate" -}}
+{{- if not (has .Values.mode (list "hostNetwork" "loadBalancer")) -}}
+{{- fail (printf "mode: %q is not hostNetwork or loadBalancer" .Values.mode) -}}
+{{- end -}}
+{{- if and (gt (int .Values.replicaCount) 1) (not .Values.redis.url) (not .Values.redis.existingSecret) -}}
+{{- fail (printf "replicaCount %d needs Redis for shared rooms: set redis.url (or redis.existingSecret with key redis-url); one replica needs none" (int .Values.replicaCount)) -}}
+{{- end -}}
+{{- if eq .Values.mode "loadBalancer" -}}
+{{- $n := add1 (sub (int .Values.loadBalancer.relayPortMax) (int .Values.loadBalancer.relayPortMin)) -}}
+{{- if or (lt (int $n) 1) (gt (int $n) 1000) -}}
+{{- fail (printf "loadBalancer.relayPortMin..relayPortMax: %d ports; a LoadBalancer Service lists each one, keep it between 1 and 1000" (int $n)) -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.config.turn.tls_listen (not .Values.tls.existingSecret) (not .Values.config.http.tls_cert) -}}
+{{- fail "config.turn.tls_listen needs a certificate: set tls.existingSecret" -}}
+{{- end -}}
+{{- end -}}
