@@ -1,0 +1,190 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// metricOf picks one number of a result.
+type metricOf func(turnResult) float64
+
+// row is one line of the comparison: a metric of a scenario, with its target.
+type row struct {
+	scenario, metric, unit string
+	value                  metricOf
+	target                 string                   // e.g. "<= 1.0x coturn"
+	met                    func(ratio float64) bool // nil: informational
+	lowerBetter            bool
+}
+
+func writeReport(o *compareOptions, res roundResults, commands []string) string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	p("# Benchmarks\n\n")
+	p("icebox against coturn, measured in one run of `make bench` (`icebench compare`) on one machine,\n")
+	p("%s. Both servers are pinned to CPU %d (taskset), the load generator to CPU %d; ",
+		machine(), o.serverCPU, o.loadCPU)
+	p("each server runs alone while measured, and the order alternates between rounds (%d rounds). ", o.rounds)
+	p("Numbers are medians over the rounds; ratios are icebox/coturn. Generated %s.\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+
+	p("## TURN relay\n\n")
+	p("Each allocation sends ChannelData to a UDP echo peer on 127.0.0.1 through the relay and\n")
+	p("back; TURN REST credentials with a distinct user per allocation. CPU per relayed packet is\n")
+	p("the server's user+system time (from /proc) over the datagrams it relayed (two per echo).\n\n")
+	p("| scenario | metric | icebox | coturn | icebox/coturn | target | met |\n|---|---|---|---|---|---|---|\n")
+	rows := []row{
+		{"audio: 200 allocations x 50 pps x 172 B", "server CPU per relayed packet", "µs", func(r turnResult) float64 { return r.CPUPerPacketUs }, "<= 1.0x", func(x float64) bool { return x <= 1.0 }, true},
+		{"audio", "loss", "%", func(r turnResult) float64 { return 100 * r.Loss }, "", nil, true},
+		{"audio", "RTT p50 / p99", "ms", nil, "", nil, true},
+		{"video: 50 allocations x 90 pps x 960 B", "server CPU per relayed packet", "µs", func(r turnResult) float64 { return r.CPUPerPacketUs }, "<= 1.0x", func(x float64) bool { return x <= 1.0 }, true},
+		{"video", "loss", "%", func(r turnResult) float64 { return 100 * r.Loss }, "", nil, true},
+		{"video", "RTT p50 / p99", "ms", nil, "", nil, true},
+		{"allocation rate", "allocations per second", "/s", func(r turnResult) float64 { return r.AllocationsPerSec }, ">= 2x", func(x float64) bool { return x >= 2 }, false},
+		{"idle allocations", "server RSS", "MiB", func(r turnResult) float64 { return float64(r.RSSKiB) / 1024 }, "<= 1.0x", func(x float64) bool { return x <= 1.0 }, true},
+	}
+	key := map[string]string{}
+	for _, sc := range o.scenarios() {
+		key[strings.SplitN(sc.name, ":", 2)[0]] = sc.name
+	}
+	for _, r := range rows {
+		name := strings.SplitN(r.scenario, ":", 2)[0]
+		byServer := res.turn[key[name]]
+		if r.value == nil { // RTT
+			ib, cb := byServer["icebox"], byServer["coturn"]
+			p("| %s | %s | %.2f / %.2f | %.2f / %.2f | | | |\n", r.scenario, r.metric,
+				median(pick(ib, func(x turnResult) float64 { return x.RTTP50ms })), median(pick(ib, func(x turnResult) float64 { return x.RTTP99ms })),
+				median(pick(cb, func(x turnResult) float64 { return x.RTTP50ms })), median(pick(cb, func(x turnResult) float64 { return x.RTTP99ms })))
+			continue
+		}
+		i, c := median(pick(byServer["icebox"], r.value)), median(pick(byServer["coturn"], r.value))
+		p("| %s | %s | %s | %s | %s | %s | %s |\n", r.scenario, r.metric, num(i, r.unit), num(c, r.unit), ratio(i, c), r.target, verdict(i, c, r.met))
+	}
+	si := median(pick(res.saturation["icebox"], func(r turnResult) float64 { return r.DeliveredPerSec }))
+	sc := median(pick(res.saturation["coturn"], func(r turnResult) float64 { return r.DeliveredPerSec }))
+	p("| saturation: 100 allocations, audio packets | highest load relayed with < 1%% loss | %s | %s | %s | >= 1.2x | %s |\n",
+		num(si, "pps"), num(sc, "pps"), ratio(si, sc), verdict(si, sc, func(x float64) bool { return x >= 1.2 }))
+
+	p("\n### Every round\n\n```\n")
+	for _, name := range sortedKeys(res.turn) {
+		for _, server := range []string{"icebox", "coturn"} {
+			for i, r := range res.turn[name][server] {
+				p("%-16s round %d  %s\n", name, i+1, r)
+			}
+		}
+	}
+	for _, server := range []string{"icebox", "coturn"} {
+		for i, r := range res.saturation[server] {
+			p("saturation       round %d  %s\n", i+1, r)
+		}
+	}
+	p("```\n")
+
+	if len(res.signal) > 0 || len(res.latency) > 0 {
+		p("\n## Signaling (icebox only: coturn has none)\n\n")
+		p("| scenario | metric | icebox | target | met |\n|---|---|---|---|---|\n")
+		idle := median(pickS(res.signal, func(r signalResult) float64 { return r.RSSPerConnKiB }))
+		conns := 0
+		if len(res.signal) > 0 {
+			conns = res.signal[0].Clients
+		}
+		p("| %d idle connections in rooms of 4 | server RSS per connection | %.1f KiB | <= 30 KB (29.3 KiB) | %s |\n", conns, idle, yes(idle <= 29.3))
+		p("| | connects per second | %.0f | | |\n", median(pickS(res.signal, func(r signalResult) float64 { return r.ConnectPerSec })))
+		p99 := median(pickS(res.latency, func(r signalResult) float64 { return r.LatencyP99ms }))
+		rate := 0.0
+		if len(res.latency) > 0 {
+			rate = res.latency[0].Rate
+		}
+		p("| %.0f signal messages/s over those connections | latency p50 / p99 | %.2f / %.2f ms | p99 < 10 ms | %s |\n", rate,
+			median(pickS(res.latency, func(r signalResult) float64 { return r.LatencyP50ms })), p99, yes(p99 > 0 && p99 < 10))
+		p("| | delivered | %.0f msgs/s | | |\n", median(pickS(res.latency, func(r signalResult) float64 { return r.DeliveredPerSec })))
+		p("\n```\n")
+		for i, r := range res.signal {
+			p("idle  round %d  %s\n", i+1, r)
+		}
+		for i, r := range res.latency {
+			p("load  round %d  %s\n", i+1, r)
+		}
+		p("```\n")
+	}
+
+	p("\n## How it was run\n\n```sh\nmake bench   # = bin/icebench compare -icebox bin/icebox -coturn turnserver -rounds %d -out %s\n```\n\n", o.rounds, o.out)
+	p("The servers, as started for each round (SECRET is a fresh random TURN REST secret, the same for both):\n\n```sh\n")
+	for _, c := range commands {
+		p("%s\n", c)
+	}
+	p("```\n\nThe load, per scenario (`icebench turn -h`, `icebench signal -h` for the flags):\n\n```sh\n")
+	for _, s := range o.scenarios() {
+		p("icebench turn -server HOST:PORT -secret SECRET -mode %s -allocations %d -rate %d -size %d -duration %v -pid SERVER_PID\n",
+			s.opts.mode, s.opts.allocations, s.opts.rate, s.opts.size, s.opts.duration)
+	}
+	p("icebench turn ... -mode echo -allocations 100 -size 172 -rate 50,100,200,...  # saturation: until 1%% loss\n")
+	p("icebench signal -url ws://HOST:PORT/ws -clients %d -room-size 4 [-rate %.0f] -pid SERVER_PID\n", o.signalClients, o.signalRate)
+	p("```\n")
+	return b.String()
+}
+
+func pick(rs []turnResult, f metricOf) []float64 {
+	out := make([]float64, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, f(r))
+	}
+	return out
+}
+
+func pickS(rs []signalResult, f func(signalResult) float64) []float64 {
+	out := make([]float64, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, f(r))
+	}
+	return out
+}
+
+func num(v float64, unit string) string {
+	switch {
+	case v == 0:
+		return "-"
+	case v >= 100:
+		return fmt.Sprintf("%.0f %s", v, unit)
+	}
+	return fmt.Sprintf("%.2f %s", v, unit)
+}
+
+func ratio(i, c float64) string {
+	if i == 0 || c == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2fx", i/c)
+}
+
+func verdict(i, c float64, met func(float64) bool) string {
+	if met == nil {
+		return ""
+	}
+	if i == 0 || c == 0 {
+		return "?"
+	}
+	return yes(met(i / c))
+}
+
+func yes(ok bool) string {
+	if ok {
+		return "yes"
+	}
+	return "**no**"
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	for i := range keys {
+		for j := i + 1; j < len(keys); j++ {
+			if keys[j] < keys[i] {
+				keys[i], keys[j] = keys[j], keys[i]
+			}
+		}
+	}
+	return keys
+}

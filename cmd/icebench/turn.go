@@ -1,0 +1,353 @@
+package main
+
+import (
+	"encoding/binary"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/ipv4"
+
+	"github.com/icebox-rtc/icebox/credentials"
+)
+
+// turnOptions are the flags of icebench turn.
+type turnOptions struct {
+	server, transport       string
+	secret, user, password  string
+	allocations, rate, size int
+	concurrency             int
+	duration, warmup        time.Duration
+	pid                     int
+	mode                    string
+	json                    bool
+	label                   string
+}
+
+func (o *turnOptions) register(fs *flag.FlagSet) {
+	fs.StringVar(&o.server, "server", "127.0.0.1:3478", "TURN server host:port")
+	fs.StringVar(&o.transport, "transport", "udp", "udp or tcp to the server")
+	fs.StringVar(&o.secret, "secret", "", "TURN REST shared secret: a distinct user per allocation")
+	fs.StringVar(&o.user, "user", "", "static long-term user (instead of -secret)")
+	fs.StringVar(&o.password, "password", "", "password of -user")
+	fs.IntVar(&o.allocations, "allocations", 200, "allocations")
+	fs.IntVar(&o.rate, "rate", 50, "packets per second per allocation")
+	fs.IntVar(&o.size, "size", 172, "payload bytes per packet")
+	fs.IntVar(&o.concurrency, "concurrency", 16, "allocations made at once")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measured time")
+	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "time before measuring")
+	fs.IntVar(&o.pid, "pid", 0, "server process id: CPU per relayed packet and RSS from /proc")
+	fs.StringVar(&o.mode, "mode", "echo", "echo (relay load), alloc (allocation rate) or idle (RSS of idle allocations)")
+	fs.BoolVar(&o.json, "json", false, "print JSON")
+	fs.StringVar(&o.label, "label", "", "a name for the server in the output")
+}
+
+// turnResult is one run of icebench turn.
+type turnResult struct {
+	Label             string  `json:"label,omitempty"`
+	Mode              string  `json:"mode"`
+	Transport         string  `json:"transport"`
+	Allocations       int     `json:"allocations"`
+	Rate              int     `json:"rate_per_allocation"`
+	Size              int     `json:"size"`
+	AllocationsPerSec float64 `json:"allocations_per_sec,omitempty"`
+	OfferedPerSec     float64 `json:"offered_pps,omitempty"`
+	DeliveredPerSec   float64 `json:"delivered_pps,omitempty"`
+	Loss              float64 `json:"loss"`
+	RTTP50ms          float64 `json:"rtt_p50_ms,omitempty"`
+	RTTP99ms          float64 `json:"rtt_p99_ms,omitempty"`
+	CPUPerPacketUs    float64 `json:"cpu_us_per_packet,omitempty"`
+	ServerCPU         float64 `json:"server_cpu,omitempty"` // cores
+	RSSKiB            int64   `json:"rss_kib,omitempty"`
+	Errors            int     `json:"errors"`
+}
+
+func (r turnResult) String() string {
+	s := fmt.Sprintf("%s %s: %d allocations", r.Label, r.Mode, r.Allocations)
+	switch r.Mode {
+	case "alloc":
+		s += fmt.Sprintf(", %.0f allocations/s", r.AllocationsPerSec)
+	case "idle":
+		s += fmt.Sprintf(", server RSS %d KiB", r.RSSKiB)
+	default:
+		s += fmt.Sprintf(" x %d pps x %d B over %s: offered %.0f pps, delivered %.0f pps, loss %.3f%%, RTT p50 %.2f ms p99 %.2f ms",
+			r.Rate, r.Size, r.Transport, r.OfferedPerSec, r.DeliveredPerSec, 100*r.Loss, r.RTTP50ms, r.RTTP99ms)
+		if r.CPUPerPacketUs > 0 {
+			s += fmt.Sprintf(", server %.2f µs CPU per relayed packet (%.2f cores), RSS %d KiB", r.CPUPerPacketUs, r.ServerCPU, r.RSSKiB)
+		}
+	}
+	if r.Errors > 0 {
+		s += fmt.Sprintf(", %d errors", r.Errors)
+	}
+	return s
+}
+
+// credential returns the username and password of allocation i.
+func (o *turnOptions) credential(i int) (string, string) {
+	if o.secret == "" {
+		return o.user, o.password
+	}
+	name := credentials.Username(time.Now().Add(time.Hour), "bench"+strconv.Itoa(i))
+	return name, credentials.Password(o.secret, name)
+}
+
+// echoPeer answers every datagram to where it came from (the relay), in batches.
+type echoPeer struct {
+	conn *net.UDPConn
+	done chan struct{}
+}
+
+func startEchoPeer() (*echoPeer, error) {
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return nil, err
+	}
+	_ = conn.SetReadBuffer(8 << 20)
+	_ = conn.SetWriteBuffer(8 << 20)
+	p := &echoPeer{conn: conn, done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		pc := ipv4.NewPacketConn(conn)
+		msgs := make([]ipv4.Message, 64)
+		for i := range msgs {
+			msgs[i].Buffers = [][]byte{make([]byte, 2048)}
+		}
+		for {
+			n, err := pc.ReadBatch(msgs, 0)
+			if err != nil {
+				return
+			}
+			out := msgs[:n]
+			for i := range out {
+				out[i].Buffers[0] = out[i].Buffers[0][:out[i].N]
+			}
+			for len(out) > 0 {
+				w, err := pc.WriteBatch(out, 0)
+				if err != nil {
+					break
+				}
+				out = out[w:]
+			}
+			for i := range msgs[:n] {
+				msgs[i].Buffers[0] = msgs[i].Buffers[0][:cap(msgs[i].Buffers[0])]
+			}
+		}
+	}()
+	return p, nil
+}
+
+func (p *echoPeer) addr() netip.AddrPort { return p.conn.LocalAddr().(*net.UDPAddr).AddrPort() }
+
+func (p *echoPeer) close() {
+	_ = p.conn.Close()
+	<-p.done
+}
+
+// allocateAll makes n allocations, concurrency at a time, and returns them with the time taken.
+func allocateAll(o *turnOptions, n int, bind func(c *turnConn, i int) error) ([]*turnConn, time.Duration, int) {
+	conns := make([]*turnConn, n)
+	var errs atomic.Int64
+	next := atomic.Int64{}
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range max(o.concurrency, 1) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				c, err := dialTURN(o.server, o.transport)
+				if err == nil {
+					u, p := o.credential(i)
+					if err = c.allocate(u, p); err == nil && bind != nil {
+						err = bind(c, i)
+					}
+					if err != nil {
+						_ = c.Close()
+					}
+				}
+				if err != nil {
+					errs.Add(1)
+					continue
+				}
+				conns[i] = c
+			}
+		}()
+	}
+	wg.Wait()
+	took := time.Since(start)
+	var ok []*turnConn
+	for _, c := range conns {
+		if c != nil {
+			ok = append(ok, c)
+		}
+	}
+	return ok, took, int(errs.Load())
+}
+
+func releaseAll(conns []*turnConn) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 32)
+	for _, c := range conns {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			c.release()
+			_ = c.Close()
+			<-sem
+		}()
+	}
+	wg.Wait()
+}
+
+const benchChannel = 0x4000
+
+// runTurn runs one TURN scenario.
+func runTurn(o *turnOptions) (turnResult, error) {
+	res := turnResult{Label: o.label, Mode: o.mode, Transport: o.transport, Allocations: o.allocations, Rate: o.rate, Size: o.size}
+	switch o.mode {
+	case "alloc":
+		conns, took, errs := allocateAll(o, o.allocations, nil)
+		res.AllocationsPerSec = float64(len(conns)) / took.Seconds()
+		res.Errors = errs
+		releaseAll(conns)
+		return res, nil
+	case "idle":
+		conns, _, errs := allocateAll(o, o.allocations, nil)
+		res.Errors = errs
+		time.Sleep(2 * time.Second)
+		res.RSSKiB = rssKiB(o.pid)
+		releaseAll(conns)
+		return res, nil
+	case "echo":
+	default:
+		return res, fmt.Errorf("unknown -mode %q", o.mode)
+	}
+
+	peer, err := startEchoPeer()
+	if err != nil {
+		return res, err
+	}
+	defer peer.close()
+	conns, _, errs := allocateAll(o, o.allocations, func(c *turnConn, _ int) error {
+		return c.channelBind(benchChannel, peer.addr())
+	})
+	res.Errors = errs
+	if len(conns) == 0 {
+		return res, errors.New("no allocation succeeded")
+	}
+	defer releaseAll(conns)
+
+	// The clock: packets sent inside [t0, t1) are measured; their echoes are counted whenever
+	// they arrive, until the end of the drain.
+	epoch := time.Now()
+	var t0, t1 atomic.Int64 // nanoseconds since epoch; 0 until set
+	var sent, recv atomic.Int64
+	rtts := make([][]float64, len(conns))
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	interval := time.Second / time.Duration(max(o.rate, 1))
+	for i, c := range conns {
+		wg.Add(2)
+		go func() { // sender
+			defer wg.Done()
+			pkt := make([]byte, 4+((o.size+3)&^3))
+			binary.BigEndian.PutUint16(pkt[0:2], benchChannel)
+			binary.BigEndian.PutUint16(pkt[2:4], uint16(o.size))
+			if !c.stream {
+				pkt = pkt[:4+o.size]
+			}
+			// Spread the allocations' phases over one interval.
+			time.Sleep(time.Duration(i) * interval / time.Duration(len(conns)))
+			tick := time.NewTicker(interval)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+				now := time.Since(epoch).Nanoseconds()
+				binary.BigEndian.PutUint64(pkt[4:12], uint64(now))
+				if _, err := c.conn.Write(pkt); err != nil {
+					return
+				}
+				if a, b := t0.Load(), t1.Load(); a != 0 && now >= a && (b == 0 || now < b) {
+					sent.Add(1)
+				}
+			}
+		}()
+		go func() { // receiver
+			defer wg.Done()
+			buf := make([]byte, 4096)
+			for {
+				n, err := c.readFrame(buf)
+				if err != nil {
+					return
+				}
+				if n < 12 || binary.BigEndian.Uint16(buf[0:2]) != benchChannel {
+					continue
+				}
+				at := int64(binary.BigEndian.Uint64(buf[4:12]))
+				if a, b := t0.Load(), t1.Load(); a != 0 && at >= a && (b == 0 || at < b) {
+					recv.Add(1)
+					rtts[i] = append(rtts[i], float64(time.Since(epoch).Nanoseconds()-at)/1e6)
+				}
+			}
+		}()
+	}
+
+	time.Sleep(o.warmup)
+	cpu0 := cpuSeconds(o.pid)
+	t0.Store(time.Since(epoch).Nanoseconds())
+	time.Sleep(o.duration)
+	t1.Store(time.Since(epoch).Nanoseconds())
+	cpu1 := cpuSeconds(o.pid)
+	res.RSSKiB = rssKiB(o.pid)
+	time.Sleep(time.Second) // the drain: echoes of the last packets
+	close(stop)
+	for _, c := range conns {
+		_ = c.conn.SetReadDeadline(time.Now()) // ends the receivers
+	}
+	wg.Wait()
+	for _, c := range conns {
+		_ = c.conn.SetReadDeadline(time.Time{})
+	}
+
+	window := time.Duration(t1.Load() - t0.Load()).Seconds()
+	s, r := float64(sent.Load()), float64(recv.Load())
+	res.OfferedPerSec = s / window
+	res.DeliveredPerSec = r / window
+	if s > 0 {
+		res.Loss = max(0, 1-r/s)
+	}
+	var all []float64
+	for _, x := range rtts {
+		all = append(all, x...)
+	}
+	res.RTTP50ms, res.RTTP99ms = percentile(all, 0.50), percentile(all, 0.99)
+	if o.pid > 0 && s+r > 0 {
+		res.CPUPerPacketUs = (cpu1 - cpu0) * 1e6 / (s + r) // two relayed datagrams per echo
+		res.ServerCPU = (cpu1 - cpu0) / window
+	}
+	return res, nil
+}
+
+func percentile(xs []float64, p float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	sort.Float64s(xs)
+	return xs[min(len(xs)-1, int(p*float64(len(xs))))]
+}
