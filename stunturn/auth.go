@@ -56,6 +56,11 @@ type transport struct {
 	name string
 	s    *Server
 
+	// fast holds the bound channels of UDP clients (fastpath.go); out is a listener socket
+	// to send them ChannelData from. Both nil for TCP and TLS.
+	fast *bindings
+	out  *net.UDPConn
+
 	mu      sync.Mutex
 	pending map[string]*request
 	allocs  map[string]allocation
@@ -259,6 +264,36 @@ func (t *transport) onAllocationDeleted(src, _ net.Addr, _, _, _ string) {
 	if ok {
 		t.s.quota.release(a.quotaUser)
 		t.s.metrics.allocations.WithLabelValues(t.name).Dec()
+	}
+}
+
+// onChannelCreated puts a channel pion has bound on the fast path (UDP clients).
+func (t *transport) onChannelCreated(src, _ net.Addr, _, _, _ string, relayAddr, peer net.Addr, channel uint16) {
+	if t.fast == nil {
+		return
+	}
+	client, ok1 := addrPort(src)
+	to, ok2 := addrPort(peer)
+	relayed, ok3 := addrPort(relayAddr)
+	if !ok1 || !ok2 || !ok3 {
+		return
+	}
+	rc := t.s.relays.conn(int(relayed.Port()))
+	if rc == nil {
+		return
+	}
+	to = netip.AddrPortFrom(to.Addr().Unmap(), to.Port())
+	t.fast.add(&binding{client: client, channel: channel, peer: to, relay: rc, out: t.out,
+		allowed: t.s.policy.packet(to) == ""})
+}
+
+// onChannelDeleted takes a channel off the fast path.
+func (t *transport) onChannelDeleted(src, _ net.Addr, _, _, _ string, _, _ net.Addr, channel uint16) {
+	if t.fast == nil {
+		return
+	}
+	if client, ok := addrPort(src); ok {
+		t.fast.remove(client, channel)
 	}
 }
 

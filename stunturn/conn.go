@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"sync/atomic"
 	"time"
 )
@@ -17,6 +18,7 @@ import (
 // before pion reads it.
 type packetConn struct {
 	net.PacketConn
+	udp *net.UDPConn // the same socket, for reads without allocation; nil if not UDP
 	t   *transport
 	cur atomic.Pointer[request] // the authenticated request pion is handling, if any
 }
@@ -24,8 +26,19 @@ type packetConn struct {
 func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
 		c.done(c.cur.Load())
-		n, from, err := c.PacketConn.ReadFrom(p)
-		if err != nil {
+		var n int
+		var from net.Addr
+		var err error
+		if c.udp != nil {
+			var ap netip.AddrPort
+			if n, ap, err = c.udp.ReadFromUDPAddrPort(p); err != nil {
+				return n, nil, err
+			}
+			if c.t.fast.forwardToPeer(p[:n], ap) {
+				continue // ChannelData of a bound channel, relayed
+			}
+			from = net.UDPAddrFromAddrPort(ap)
+		} else if n, from, err = c.PacketConn.ReadFrom(p); err != nil {
 			return n, from, err
 		}
 		v, r, resp := c.t.inspect(from, p[:n])

@@ -27,8 +27,8 @@ type relayAllocator struct {
 	metrics    *metrics
 	log        *slog.Logger
 
-	mu   sync.Mutex
-	used map[int]bool // ports of open relay sockets
+	mu    sync.Mutex
+	conns map[int]*relayConn // open relay sockets by port
 	// refusedSince counts refusals since the last log line, so a full node logs once a
 	// while, not once per Allocate.
 	refusedSince int
@@ -49,7 +49,7 @@ func newRelayAllocator(c Config, public netip.Addr, policy *peerPolicy, m *metri
 		policy:     policy,
 		metrics:    m,
 		log:        log,
-		used:       map[int]bool{},
+		conns:      map[int]*relayConn{},
 	}
 }
 
@@ -74,12 +74,12 @@ func (r *relayAllocator) AllocatePacketConn(network string, requestedPort int) (
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.used) >= r.totalQuota {
+	if len(r.conns) >= r.totalQuota {
 		r.refuse(refusedTotalQuota)
 		return nil, nil, ErrTotalQuota
 	}
 	if requestedPort != 0 {
-		if requestedPort < r.min || requestedPort > r.max || r.used[requestedPort] {
+		if requestedPort < r.min || requestedPort > r.max || r.conns[requestedPort] != nil {
 			return nil, nil, fmt.Errorf("%w: port %d", ErrNoRelayPort, requestedPort)
 		}
 		return r.bindPort(requestedPort)
@@ -88,7 +88,7 @@ func (r *relayAllocator) AllocatePacketConn(network string, requestedPort int) (
 	start := rand.IntN(size) //nolint:gosec // spreading ports, not a secret
 	for i := range size {
 		port := r.min + (start+i)%size
-		if r.used[port] {
+		if r.conns[port] != nil {
 			continue
 		}
 		conn, addr, err := r.bindPort(port)
@@ -107,15 +107,22 @@ func (r *relayAllocator) bindPort(port int) (net.PacketConn, net.Addr, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	r.used[port] = true
 	rc := &relayConn{UDPConn: conn, alloc: r, port: port, policy: r.policy, metrics: r.metrics}
+	r.conns[port] = rc
 	return rc, &net.UDPAddr{IP: r.public, Port: port}, nil
 }
 
 func (r *relayAllocator) release(port int) {
 	r.mu.Lock()
-	delete(r.used, port)
+	delete(r.conns, port)
 	r.mu.Unlock()
+}
+
+// conn is the open relay socket on port, if any.
+func (r *relayAllocator) conn(port int) *relayConn {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.conns[port]
 }
 
 // refuse counts a refused allocation and logs at most once every 10 seconds; r.mu is held.
@@ -126,7 +133,7 @@ func (r *relayAllocator) refuse(reason string) {
 		return
 	}
 	r.log.Warn("relay allocation refused: node full (508)", "reason", reason,
-		"relay_sockets", len(r.used), "limit", r.totalQuota, "refused_since_last_log", r.refusedSince)
+		"relay_sockets", len(r.conns), "limit", r.totalQuota, "refused_since_last_log", r.refusedSince)
 	r.refusedSince, r.lastLog = 0, time.Now()
 }
 
@@ -140,14 +147,30 @@ type relayConn struct {
 	policy  *peerPolicy
 	metrics *metrics
 	closed  atomic.Bool
+
+	// The fast path (fastpath.go): the bound channels by peer, and a buffer with room for
+	// the ChannelData header in front of each datagram read. Only pion's reading goroutine
+	// of the allocation uses buf.
+	peers   atomic.Pointer[peers]
+	peersMu sync.Mutex
+	buf     [4 + relayMTU]byte
 }
 
+// relayMTU is the largest datagram relayed from a peer, as pion's own reader takes.
+const relayMTU = 1600
+
 // ReadFrom returns the next datagram from an allowed peer, with a *net.UDPAddr as pion needs.
+// Datagrams from the peer of a bound channel go straight to the client (fast path) and are
+// not returned.
 func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
-		n, from, err := c.ReadFromUDPAddrPort(p)
+		n, from, err := c.ReadFromUDPAddrPort(c.buf[4:])
 		if err != nil {
-			return n, nil, err
+			return 0, nil, err
+		}
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		if c.forwardToClient(c.buf[:], n, from) {
+			continue
 		}
 		if c.policy.packet(from) != "" {
 			c.metrics.fromPeerDropped.Inc()
@@ -155,7 +178,7 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		}
 		c.metrics.fromPeerPackets.Inc()
 		c.metrics.fromPeerBytes.Add(float64(n))
-		return n, net.UDPAddrFromAddrPort(from), nil
+		return copy(p, c.buf[4:4+n]), net.UDPAddrFromAddrPort(from), nil
 	}
 }
 

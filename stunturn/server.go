@@ -94,6 +94,8 @@ func New(c Config, o Options) (*Server, error) {
 			EventHandler: turn.EventHandler{
 				OnAllocationCreated: t.onAllocationCreated,
 				OnAllocationDeleted: t.onAllocationDeleted,
+				OnChannelCreated:    t.onChannelCreated,
+				OnChannelDeleted:    t.onChannelDeleted,
 			},
 		}
 	}
@@ -109,10 +111,17 @@ func New(c Config, o Options) (*Server, error) {
 	var err error
 	if len(o.UDP) > 0 {
 		t := newTransport("udp", s)
+		if u, ok := o.UDP[0].(*net.UDPConn); ok {
+			t.fast, t.out = &bindings{}, u
+		}
 		sc := config(t)
 		for _, pc := range o.UDP {
+			u, _ := pc.(*net.UDPConn)
+			if t.fast == nil {
+				u = nil
+			}
 			sc.PacketConnConfigs = append(sc.PacketConnConfigs, turn.PacketConnConfig{
-				PacketConn:            &packetConn{PacketConn: pc, t: t},
+				PacketConn:            &packetConn{PacketConn: pc, udp: u, t: t},
 				RelayAddressGenerator: s.relays,
 				PermissionHandler:     t.permissionHandler,
 			})

@@ -1,0 +1,154 @@
+package stunturn
+
+import (
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+)
+
+// The fast path forwards ChannelData of bound channels over UDP on the sockets icebox owns,
+// without handing each datagram to pion: pion decodes every packet into fresh structures, takes
+// several locks and formats debug logs per packet. pion still does everything else, and tells
+// icebox which channels exist (EventHandler OnChannelCreated/OnChannelDeleted, called after its
+// own permission checks); icebox checks the peer policy once per binding (the peer address and
+// port of a channel never change) and forwards:
+//
+//   client -> peer: the listener socket's ReadFrom finds (client, channel) and writes the data
+//                   to the peer from the allocation's relay socket;
+//   peer -> client: the relay socket's ReadFrom finds the peer's channel and writes ChannelData
+//                   to the client from the listener socket.
+//
+// Anything else (no channel, Send/Data indications, control messages, TCP and TLS clients)
+// takes pion's path as before.
+
+// binding is one bound channel of a UDP client.
+type binding struct {
+	client  netip.AddrPort // the client's address, as the listener sees it
+	channel uint16
+	peer    netip.AddrPort // canonical (IPv4)
+	relay   *relayConn
+	out     *net.UDPConn // a listener socket: what the client's packets arrive on
+	allowed bool         // the peer policy's verdict on peer, taken once
+}
+
+type bindingKey struct {
+	client  netip.AddrPort
+	channel uint16
+}
+
+// bindings are the bound channels of the UDP transport, for the listener sockets' fast path.
+type bindings struct {
+	byClient sync.Map // bindingKey -> *binding
+	count    atomic.Int64
+}
+
+// add records a channel pion has just bound.
+func (bs *bindings) add(b *binding) {
+	if _, loaded := bs.byClient.Swap(bindingKey{b.client, b.channel}, b); !loaded {
+		bs.count.Add(1)
+	}
+	b.relay.addPeer(b)
+}
+
+// remove forgets a channel pion has removed (expired, or its allocation ended).
+func (bs *bindings) remove(client netip.AddrPort, channel uint16) {
+	v, loaded := bs.byClient.LoadAndDelete(bindingKey{client, channel})
+	if !loaded {
+		return
+	}
+	bs.count.Add(-1)
+	b := v.(*binding)
+	b.relay.removePeer(b)
+}
+
+func (bs *bindings) lookup(client netip.AddrPort, channel uint16) *binding {
+	if bs.count.Load() == 0 {
+		return nil
+	}
+	v, ok := bs.byClient.Load(bindingKey{client, channel})
+	if !ok {
+		return nil
+	}
+	return v.(*binding)
+}
+
+// forwardToPeer sends the ChannelData datagram b from client, if it is for a bound channel,
+// and reports whether it did (false: pion handles it).
+func (bs *bindings) forwardToPeer(b []byte, client netip.AddrPort) bool {
+	if len(b) < 4 || b[0]&0xC0 != 0x40 {
+		return false
+	}
+	bd := bs.lookup(client, binary.BigEndian.Uint16(b[0:2]))
+	if bd == nil {
+		return false
+	}
+	n := int(binary.BigEndian.Uint16(b[2:4]))
+	if 4+n > len(b) {
+		return true // malformed: dropped, as pion would
+	}
+	if !bd.allowed {
+		bd.relay.metrics.toPeerDropped.Inc()
+		return true
+	}
+	if _, err := bd.relay.WriteToUDPAddrPort(b[4:4+n], bd.peer); err == nil {
+		bd.relay.metrics.toPeerPackets.Inc()
+		bd.relay.metrics.toPeerBytes.Add(float64(n))
+	}
+	return true
+}
+
+// peers is a relay socket's bound channels by peer address: copied on write (channels are
+// bound rarely, and looked up for every packet).
+type peers map[netip.AddrPort]*binding
+
+func (c *relayConn) addPeer(b *binding) {
+	c.peersMu.Lock()
+	defer c.peersMu.Unlock()
+	old := c.peers.Load()
+	next := make(peers, 1)
+	if old != nil {
+		for k, v := range *old {
+			next[k] = v
+		}
+	}
+	next[b.peer] = b
+	c.peers.Store(&next)
+}
+
+func (c *relayConn) removePeer(b *binding) {
+	c.peersMu.Lock()
+	defer c.peersMu.Unlock()
+	old := c.peers.Load()
+	if old == nil || (*old)[b.peer] != b {
+		return
+	}
+	next := make(peers, len(*old))
+	for k, v := range *old {
+		if k != b.peer {
+			next[k] = v
+		}
+	}
+	c.peers.Store(&next)
+}
+
+// forwardToClient sends the datagram buf[4:4+n] from peer to the client of its bound channel as
+// ChannelData, writing the header into buf[0:4], and reports whether it did.
+func (c *relayConn) forwardToClient(buf []byte, n int, from netip.AddrPort) bool {
+	ps := c.peers.Load()
+	if ps == nil {
+		return false
+	}
+	b := (*ps)[from]
+	if b == nil {
+		return false
+	}
+	binary.BigEndian.PutUint16(buf[0:2], b.channel)
+	binary.BigEndian.PutUint16(buf[2:4], uint16(n))
+	if _, err := b.out.WriteToUDPAddrPort(buf[:4+n], b.client); err == nil {
+		c.metrics.fromPeerPackets.Inc()
+		c.metrics.fromPeerBytes.Add(float64(n))
+	}
+	return true
+}
