@@ -59,7 +59,7 @@ type transport struct {
 	// fast holds the bound channels of UDP clients (fastpath.go); out is a listener socket
 	// to send them ChannelData from. Both nil for TCP and TLS.
 	fast *bindings
-	out  *net.UDPConn
+	out  *rawUDP
 
 	mu      sync.Mutex
 	pending map[string]*request
@@ -269,7 +269,7 @@ func (t *transport) onAllocationDeleted(src, _ net.Addr, _, _, _ string) {
 
 // onChannelCreated puts a channel pion has bound on the fast path (UDP clients).
 func (t *transport) onChannelCreated(src, _ net.Addr, _, _, _ string, relayAddr, peer net.Addr, channel uint16) {
-	if t.fast == nil {
+	if t.fast == nil || t.out == nil {
 		return
 	}
 	client, ok1 := addrPort(src)

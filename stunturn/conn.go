@@ -18,9 +18,36 @@ import (
 // before pion reads it.
 type packetConn struct {
 	net.PacketConn
-	udp *net.UDPConn // the same socket, for reads without allocation; nil if not UDP
 	t   *transport
 	cur atomic.Pointer[request] // the authenticated request pion is handling, if any
+
+	// UDP sockets read with raw calls: ChannelData of bound channels is relayed in the read
+	// loop (fastpath.go); the rest is copied to pion.
+	raw  *rawUDP
+	loop *readLoop
+	buf  [relayMTU]byte
+}
+
+// newPacketConn wraps a listening socket of transport t.
+func newPacketConn(pc net.PacketConn, t *transport) *packetConn {
+	c := &packetConn{PacketConn: pc, t: t}
+	if u, ok := pc.(*net.UDPConn); ok && t.fast != nil {
+		if raw, err := newRawUDP(u); err == nil {
+			c.raw = raw
+			c.loop = newReadLoop(raw, c.buf[:], func(b []byte, n int, from netip.AddrPort) bool {
+				return !t.fast.forwardToPeer(b[:n], from)
+			})
+		}
+	}
+	return c
+}
+
+// Close closes the socket (fast-path senders first see it closed).
+func (c *packetConn) Close() error {
+	if c.raw != nil {
+		return c.raw.close()
+	}
+	return c.PacketConn.Close()
 }
 
 func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
@@ -29,14 +56,12 @@ func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		var n int
 		var from net.Addr
 		var err error
-		if c.udp != nil {
+		if c.loop != nil {
 			var ap netip.AddrPort
-			if n, ap, err = c.udp.ReadFromUDPAddrPort(p); err != nil {
-				return n, nil, err
+			if n, ap, err = c.loop.next(); err != nil {
+				return 0, nil, err
 			}
-			if c.t.fast.forwardToPeer(p[:n], ap) {
-				continue // ChannelData of a bound channel, relayed
-			}
+			n = copy(p, c.buf[:n])
 			from = net.UDPAddrFromAddrPort(ap)
 		} else if n, from, err = c.PacketConn.ReadFrom(p); err != nil {
 			return n, from, err
@@ -55,7 +80,15 @@ func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 
 // WriteTo sends for pion; a response to the request in flight finishes it.
 func (c *packetConn) WriteTo(p []byte, to net.Addr) (int, error) {
-	n, err := c.PacketConn.WriteTo(p, to)
+	var n int
+	var err error
+	if ap, ok := addrPort(to); ok && c.raw != nil {
+		if err = c.raw.sendto(p, ap); err == nil {
+			n = len(p)
+		}
+	} else {
+		n, err = c.PacketConn.WriteTo(p, to)
+	}
 	if r := c.cur.Load(); r != nil && isResponse(p) && to.String() == r.src {
 		c.done(r)
 	}

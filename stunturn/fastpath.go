@@ -2,7 +2,6 @@ package stunturn
 
 import (
 	"encoding/binary"
-	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -29,8 +28,8 @@ type binding struct {
 	channel uint16
 	peer    netip.AddrPort // canonical (IPv4)
 	relay   *relayConn
-	out     *net.UDPConn // a listener socket: what the client's packets arrive on
-	allowed bool         // the peer policy's verdict on peer, taken once
+	out     *rawUDP // a listener socket: what the client's packets arrive on
+	allowed bool    // the peer policy's verdict on peer, taken once
 }
 
 type bindingKey struct {
@@ -92,7 +91,7 @@ func (bs *bindings) forwardToPeer(b []byte, client netip.AddrPort) bool {
 		bd.relay.metrics.toPeerDropped.Inc()
 		return true
 	}
-	if _, err := bd.relay.WriteToUDPAddrPort(b[4:4+n], bd.peer); err == nil {
+	if err := bd.relay.raw.sendto(b[4:4+n], bd.peer); err == nil {
 		bd.relay.metrics.toPeerPackets.Inc()
 		bd.relay.metrics.toPeerBytes.Add(float64(n))
 	}
@@ -146,7 +145,7 @@ func (c *relayConn) forwardToClient(buf []byte, n int, from netip.AddrPort) bool
 	}
 	binary.BigEndian.PutUint16(buf[0:2], b.channel)
 	binary.BigEndian.PutUint16(buf[2:4], uint16(n))
-	if _, err := b.out.WriteToUDPAddrPort(buf[:4+n], b.client); err == nil {
+	if err := b.out.sendto(buf[:4+n], b.client); err == nil {
 		c.metrics.fromPeerPackets.Inc()
 		c.metrics.fromPeerBytes.Add(float64(n))
 	}

@@ -107,7 +107,13 @@ func (r *relayAllocator) bindPort(port int) (net.PacketConn, net.Addr, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	rc := &relayConn{UDPConn: conn, alloc: r, port: port, policy: r.policy, metrics: r.metrics}
+	raw, err := newRawUDP(conn)
+	if err != nil {
+		_ = conn.Close()
+		return nil, nil, err
+	}
+	rc := &relayConn{UDPConn: conn, raw: raw, alloc: r, port: port, policy: r.policy, metrics: r.metrics}
+	rc.loop = newReadLoop(raw, rc.buf[4:], rc.fromPeer)
 	r.conns[port] = rc
 	return rc, &net.UDPAddr{IP: r.public, Port: port}, nil
 }
@@ -148,9 +154,11 @@ type relayConn struct {
 	metrics *metrics
 	closed  atomic.Bool
 
-	// The fast path (fastpath.go): the bound channels by peer, and a buffer with room for
-	// the ChannelData header in front of each datagram read. Only pion's reading goroutine
-	// of the allocation uses buf.
+	// The fast path (fastpath.go): raw socket I/O, the bound channels by peer, and a buffer
+	// with room for the ChannelData header in front of each datagram read. Only pion's
+	// reading goroutine of the allocation reads.
+	raw     *rawUDP
+	loop    *readLoop
 	peers   atomic.Pointer[peers]
 	peersMu sync.Mutex
 	buf     [4 + relayMTU]byte
@@ -163,23 +171,27 @@ const relayMTU = 1600
 // Datagrams from the peer of a bound channel go straight to the client (fast path) and are
 // not returned.
 func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	for {
-		n, from, err := c.ReadFromUDPAddrPort(c.buf[4:])
-		if err != nil {
-			return 0, nil, err
-		}
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		if c.forwardToClient(c.buf[:], n, from) {
-			continue
-		}
-		if c.policy.packet(from) != "" {
-			c.metrics.fromPeerDropped.Inc()
-			continue
-		}
-		c.metrics.fromPeerPackets.Inc()
-		c.metrics.fromPeerBytes.Add(float64(n))
-		return copy(p, c.buf[4:4+n]), net.UDPAddrFromAddrPort(from), nil
+	n, from, err := c.loop.next()
+	if err != nil {
+		return 0, nil, err
 	}
+	return copy(p, c.buf[4:4+n]), net.UDPAddrFromAddrPort(netip.AddrPortFrom(from.Addr().Unmap(), from.Port())), nil
+}
+
+// fromPeer handles one datagram read into c.buf[4:]: relayed to the client of a bound channel,
+// dropped by the peer policy, or kept for pion (true). from is made canonical for pion.
+func (c *relayConn) fromPeer(_ []byte, n int, from netip.AddrPort) bool {
+	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	if c.forwardToClient(c.buf[:], n, from) {
+		return false
+	}
+	if c.policy.packet(from) != "" {
+		c.metrics.fromPeerDropped.Inc()
+		return false
+	}
+	c.metrics.fromPeerPackets.Inc()
+	c.metrics.fromPeerBytes.Add(float64(n))
+	return true
 }
 
 // WriteTo sends p to an allowed peer; to any other address it sends nothing.
@@ -189,17 +201,17 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 		c.metrics.toPeerDropped.Inc()
 		return len(p), nil
 	}
-	n, err := c.WriteToUDPAddrPort(p, netip.AddrPortFrom(to.Addr().Unmap(), to.Port()))
-	if err == nil {
-		c.metrics.toPeerPackets.Inc()
-		c.metrics.toPeerBytes.Add(float64(n))
+	if err := c.raw.sendto(p, netip.AddrPortFrom(to.Addr().Unmap(), to.Port())); err != nil {
+		return 0, err
 	}
-	return n, err
+	c.metrics.toPeerPackets.Inc()
+	c.metrics.toPeerBytes.Add(float64(len(p)))
+	return len(p), nil
 }
 
 // Close closes the socket and gives its port back to the range.
 func (c *relayConn) Close() error {
-	err := c.UDPConn.Close()
+	err := c.raw.close()
 	if c.closed.CompareAndSwap(false, true) {
 		c.alloc.release(c.port)
 	}

@@ -111,17 +111,17 @@ func New(c Config, o Options) (*Server, error) {
 	var err error
 	if len(o.UDP) > 0 {
 		t := newTransport("udp", s)
-		if u, ok := o.UDP[0].(*net.UDPConn); ok {
-			t.fast, t.out = &bindings{}, u
+		if _, ok := o.UDP[0].(*net.UDPConn); ok {
+			t.fast = &bindings{}
 		}
 		sc := config(t)
 		for _, pc := range o.UDP {
-			u, _ := pc.(*net.UDPConn)
-			if t.fast == nil {
-				u = nil
+			c := newPacketConn(pc, t)
+			if t.out == nil {
+				t.out = c.raw
 			}
 			sc.PacketConnConfigs = append(sc.PacketConnConfigs, turn.PacketConnConfig{
-				PacketConn:            &packetConn{PacketConn: pc, udp: u, t: t},
+				PacketConn:            c,
 				RelayAddressGenerator: s.relays,
 				PermissionHandler:     t.permissionHandler,
 			})

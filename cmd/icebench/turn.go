@@ -51,22 +51,23 @@ func (o *turnOptions) register(fs *flag.FlagSet) {
 
 // turnResult is one run of icebench turn.
 type turnResult struct {
-	Label             string  `json:"label,omitempty"`
-	Mode              string  `json:"mode"`
-	Transport         string  `json:"transport"`
-	Allocations       int     `json:"allocations"`
-	Rate              int     `json:"rate_per_allocation"`
-	Size              int     `json:"size"`
-	AllocationsPerSec float64 `json:"allocations_per_sec,omitempty"`
-	OfferedPerSec     float64 `json:"offered_pps,omitempty"`
-	DeliveredPerSec   float64 `json:"delivered_pps,omitempty"`
-	Loss              float64 `json:"loss"`
-	RTTP50ms          float64 `json:"rtt_p50_ms,omitempty"`
-	RTTP99ms          float64 `json:"rtt_p99_ms,omitempty"`
-	CPUPerPacketUs    float64 `json:"cpu_us_per_packet,omitempty"`
-	ServerCPU         float64 `json:"server_cpu,omitempty"` // cores
-	RSSKiB            int64   `json:"rss_kib,omitempty"`
-	Errors            int     `json:"errors"`
+	Label              string  `json:"label,omitempty"`
+	Mode               string  `json:"mode"`
+	Transport          string  `json:"transport"`
+	Allocations        int     `json:"allocations"`
+	Rate               int     `json:"rate_per_allocation"`
+	Size               int     `json:"size"`
+	AllocationsPerSec  float64 `json:"allocations_per_sec,omitempty"`
+	OfferedPerSec      float64 `json:"offered_pps,omitempty"`
+	DeliveredPerSec    float64 `json:"delivered_pps,omitempty"`
+	Loss               float64 `json:"loss"`
+	RTTP50ms           float64 `json:"rtt_p50_ms,omitempty"`
+	RTTP99ms           float64 `json:"rtt_p99_ms,omitempty"`
+	CPUPerPacketUs     float64 `json:"cpu_us_per_packet,omitempty"`
+	CPUPerAllocationUs float64 `json:"cpu_us_per_allocation,omitempty"`
+	ServerCPU          float64 `json:"server_cpu,omitempty"` // cores
+	RSSKiB             int64   `json:"rss_kib,omitempty"`
+	Errors             int     `json:"errors"`
 }
 
 func (r turnResult) String() string {
@@ -74,6 +75,9 @@ func (r turnResult) String() string {
 	switch r.Mode {
 	case "alloc":
 		s += fmt.Sprintf(", %.0f allocations/s", r.AllocationsPerSec)
+		if r.CPUPerAllocationUs > 0 {
+			s += fmt.Sprintf(", server %.1f µs CPU per allocation (%.2f cores)", r.CPUPerAllocationUs, r.ServerCPU)
+		}
 	case "idle":
 		s += fmt.Sprintf(", server RSS %d KiB", r.RSSKiB)
 	default:
@@ -218,8 +222,14 @@ func runTurn(o *turnOptions) (turnResult, error) {
 	res := turnResult{Label: o.label, Mode: o.mode, Transport: o.transport, Allocations: o.allocations, Rate: o.rate, Size: o.size}
 	switch o.mode {
 	case "alloc":
+		cpu0 := cpuSeconds(o.pid)
 		conns, took, errs := allocateAll(o, o.allocations, nil)
+		cpu1 := cpuSeconds(o.pid)
 		res.AllocationsPerSec = float64(len(conns)) / took.Seconds()
+		if o.pid > 0 && len(conns) > 0 {
+			res.ServerCPU = (cpu1 - cpu0) / took.Seconds()
+			res.CPUPerAllocationUs = (cpu1 - cpu0) * 1e6 / float64(len(conns))
+		}
 		res.Errors = errs
 		releaseAll(conns)
 		return res, nil

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -148,6 +149,23 @@ func newApp(cfg Config, log *slog.Logger, info buildInfo) (a *app, err error) {
 	a.mux.Handle("/ws", a.hub)
 	web.Register(a.mux)
 	a.components = append(a.components, namedComponent{"signaling", a.hub})
+
+	if cfg.Debug.PprofListen != "" {
+		pl, err := net.Listen("tcp", cfg.Debug.PprofListen)
+		if err != nil {
+			return a, fmt.Errorf("debug.pprof_listen: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		ps := newHTTPServer(pl, mux, nil, log)
+		ps.srv.WriteTimeout = 0 // profiles take their time
+		a.components = append(a.components, namedComponent{"pprof", ps})
+		log.Warn("serving the Go profiler (debug.pprof_listen)", "listen", pl.Addr().String())
+	}
 
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {

@@ -27,6 +27,13 @@ type Config struct {
 	Signaling   signaling.Config       `mapstructure:"signaling"`
 	Shutdown    ShutdownConfig         `mapstructure:"shutdown"`
 	Log         LogConfig              `mapstructure:"log"`
+	Debug       DebugConfig            `mapstructure:"debug"`
+}
+
+// DebugConfig is the debug section: what helps find where time and memory go.
+type DebugConfig struct {
+	// PprofListen serves Go's /debug/pprof on its own address ("" = off); keep it on loopback.
+	PprofListen string `mapstructure:"pprof_listen"`
 }
 
 // HTTPConfig is the http section: the listener for every HTTP endpoint and who may call it.
@@ -140,6 +147,11 @@ func (c Config) Validate() error {
 	}
 	if c.Shutdown.Timeout <= 0 {
 		bad("shutdown.timeout", "%v must be positive", c.Shutdown.Timeout)
+	}
+	if c.Debug.PprofListen != "" {
+		if err := checkListenAddr(c.Debug.PprofListen); err != nil {
+			bad("debug.pprof_listen", "%v", err)
+		}
 	}
 	if _, err := parseLevel(c.Log.Level); err != nil {
 		bad("log.level", "%v", err)

@@ -1,0 +1,44 @@
+//go:build !linux
+
+package stunturn
+
+import (
+	"net"
+	"net/netip"
+)
+
+// rawUDP elsewhere than Linux is the net package's socket I/O (see rawudp_linux.go).
+type rawUDP struct {
+	conn *net.UDPConn
+}
+
+func newRawUDP(c *net.UDPConn) (*rawUDP, error) { return &rawUDP{conn: c}, nil }
+
+func (r *rawUDP) close() error { return r.conn.Close() }
+
+func (r *rawUDP) sendto(b []byte, to netip.AddrPort) error {
+	_, err := r.conn.WriteToUDPAddrPort(b, to)
+	return err
+}
+
+type readLoop struct {
+	r      *rawUDP
+	buf    []byte
+	handle func(b []byte, n int, from netip.AddrPort) bool
+}
+
+func newReadLoop(r *rawUDP, buf []byte, handle func([]byte, int, netip.AddrPort) bool) *readLoop {
+	return &readLoop{r: r, buf: buf, handle: handle}
+}
+
+func (l *readLoop) next() (int, netip.AddrPort, error) {
+	for {
+		n, from, err := l.r.conn.ReadFromUDPAddrPort(l.buf)
+		if err != nil {
+			return 0, netip.AddrPort{}, err
+		}
+		if l.handle(l.buf, n, from) {
+			return n, from, nil
+		}
+	}
+}
