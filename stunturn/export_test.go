@@ -18,3 +18,14 @@ func (s *Server) QuotaUsers() int {
 	defer s.quota.mu.Unlock()
 	return len(s.quota.n)
 }
+
+// FastBindings is the number of channels on the UDP fast path.
+func (s *Server) FastBindings() int {
+	n := 0
+	for _, t := range s.transports {
+		if t.fast != nil {
+			n += int(t.fast.count.Load())
+		}
+	}
+	return n
+}

@@ -128,13 +128,20 @@ func TestOwnRelayAddress(t *testing.T) {
 	}
 	recvPayload(t, a, "and back")
 
-	// The permission is per IP, so it covers the sink's port too; the relay drops the packet.
+	// The permission is per IP, so it covers the sink's port too; the relay drops the packet,
+	// sent as a Send indication and over a channel (the fast path).
 	before := metric(t, srv.Registry, "icebox_turn_peer_packets_dropped_total", "direction", "to_peer")
 	if err := a.Send(sinkAddr, []byte("to another port of this host")); err != nil {
 		t.Fatal(err)
 	}
-	if got := waitMetric(t, srv.Registry, "icebox_turn_peer_packets_dropped_total", "direction", "to_peer", before+1); got != before+1 {
-		t.Errorf("packets dropped toward the server's own address: got %v, want %v", got, before+1)
+	if err := a.ChannelBind(0x4def, turntest.PeerAddress{Addr: sinkAddr}); err != nil {
+		t.Fatalf("binding a channel to the server's own address: %v", err)
+	}
+	if err := a.SendChannel(0x4def, []byte("over a channel")); err != nil {
+		t.Fatal(err)
+	}
+	if got := waitMetric(t, srv.Registry, "icebox_turn_peer_packets_dropped_total", "direction", "to_peer", before+2); got != before+2 {
+		t.Errorf("packets dropped toward the server's own address: got %v, want %v", got, before+2)
 	}
 	assertNothingArrives(t, sink)
 }
