@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -8,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,6 +59,7 @@ type signalResult struct {
 	DeliveredPerSec float64 `json:"delivered_per_sec,omitempty"`
 	LatencyP50ms    float64 `json:"latency_p50_ms,omitempty"`
 	LatencyP99ms    float64 `json:"latency_p99_ms,omitempty"`
+	ServerCPU       float64 `json:"server_cpu,omitempty"`
 	Errors          int     `json:"errors"`
 }
 
@@ -66,8 +69,8 @@ func (r signalResult) String() string {
 		s += fmt.Sprintf(", server RSS %.1f KiB per idle connection", r.RSSPerConnKiB)
 	}
 	if r.Rate > 0 {
-		s += fmt.Sprintf(", %.0f msgs/s offered, %.0f delivered, latency p50 %.2f ms p99 %.2f ms",
-			r.Rate, r.DeliveredPerSec, r.LatencyP50ms, r.LatencyP99ms)
+		s += fmt.Sprintf(", %.0f msgs/s offered, %.0f delivered, latency p50 %.2f ms p99 %.2f ms, server %.2f cores",
+			r.Rate, r.DeliveredPerSec, r.LatencyP50ms, r.LatencyP99ms, r.ServerCPU)
 	}
 	if r.Errors > 0 {
 		s += fmt.Sprintf(", %d errors", r.Errors)
@@ -83,6 +86,12 @@ type sigClient struct {
 	mu   sync.Mutex // guards lat
 	lat  []float64
 	got  chan string // joined replies
+}
+
+func (c *sigClient) sendRaw(b []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.ws.WriteMessage(websocket.TextMessage, b)
 }
 
 func (c *sigClient) send(v any) error {
@@ -142,25 +151,27 @@ func runSignal(o *signalOptions) (signalResult, error) {
 						if err != nil {
 							return
 						}
-						var m struct {
-							Type string
-							Data struct{ T int64 }
-						}
-						if json.Unmarshal(b, &m) != nil {
+						// Signals are most of the load: read their timestamp without decoding JSON.
+						if i := bytes.Index(b, []byte(`"data":{"t":`)); i >= 0 && bytes.Contains(b, []byte(`"type":"signal"`)) {
+							rest := b[i+len(`"data":{"t":`):]
+							end := bytes.IndexByte(rest, '}')
+							at, err := strconv.ParseInt(string(rest[:max(end, 0)]), 10, 64)
+							if err != nil {
+								continue
+							}
+							if a, z := t0.Load(), t1.Load(); a != 0 && at >= a && (z == 0 || at < z) {
+								delivered.Add(1)
+								c.mu.Lock()
+								c.lat = append(c.lat, float64(time.Since(epoch).Nanoseconds()-at)/1e6)
+								c.mu.Unlock()
+							}
 							continue
 						}
-						switch m.Type {
-						case "joined", "error":
+						var m struct{ Type string }
+						if json.Unmarshal(b, &m) == nil && (m.Type == "joined" || m.Type == "error") {
 							select {
 							case c.got <- m.Type:
 							default:
-							}
-						case "signal":
-							if a, z := t0.Load(), t1.Load(); a != 0 && m.Data.T >= a && (z == 0 || m.Data.T < z) {
-								delivered.Add(1)
-								c.mu.Lock()
-								c.lat = append(c.lat, float64(time.Since(epoch).Nanoseconds()-m.Data.T)/1e6)
-								c.mu.Unlock()
 							}
 						}
 					}
@@ -216,6 +227,7 @@ func runSignal(o *signalOptions) (signalResult, error) {
 		per := o.rate * tick.Seconds() // messages per tick
 		credit := 0.0
 		i := 0
+		var msg []byte
 		t := time.NewTicker(tick)
 		defer t.Stop()
 		for {
@@ -233,16 +245,25 @@ func runSignal(o *signalOptions) (signalResult, error) {
 					continue
 				}
 				now := time.Since(epoch).Nanoseconds()
-				if err := c.send(map[string]any{"type": "signal", "to": to.peer, "data": map[string]int64{"t": now}}); err != nil {
+				msg = append(msg[:0], `{"type":"signal","to":"`...)
+				msg = append(msg, to.peer...)
+				msg = append(msg, `","data":{"t":`...)
+				msg = strconv.AppendInt(msg, now, 10)
+				msg = append(msg, "}}"...)
+				if err := c.sendRaw(msg); err != nil {
 					errs.Add(1)
 				}
 			}
 		}
 	}()
 	time.Sleep(o.warmup)
+	cpu0 := cpuSeconds(o.pid)
 	t0.Store(time.Since(epoch).Nanoseconds())
 	time.Sleep(o.duration)
 	t1.Store(time.Since(epoch).Nanoseconds())
+	if o.pid > 0 {
+		res.ServerCPU = (cpuSeconds(o.pid) - cpu0) / o.duration.Seconds()
+	}
 	time.Sleep(500 * time.Millisecond)
 	close(stop)
 	<-done
