@@ -31,8 +31,10 @@ test: deps ## Every test, as CI runs it: gofmt check, go vet, go test -race
 	$(GO) vet ./...
 	$(GO) test -race -timeout 14m ./...
 
-bench: ## Benchmarks (not part of make test)
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+bench: build deps ## icebox against coturn on this machine: writes BENCHMARKS.md (about 20 minutes)
+	$(GO) build -o bin/icebench ./cmd/icebench
+	$(GO) test -run '^$$' -bench . -benchmem ./stunturn/ | grep -E '^(Benchmark|goos|goarch|cpu)' > bin/micro.txt
+	bin/icebench compare -icebox bin/icebox -coturn turnserver -rounds 5 -micro bin/micro.txt -out BENCHMARKS.md
 
 lint: ## golangci-lint (installed at a pinned version if missing)
 	@[ -x "$(GOBIN)/golangci-lint" ] && "$(GOBIN)/golangci-lint" version 2>/dev/null | grep -q "$(GOLANGCI_LINT_VERSION:v%=%)" || \

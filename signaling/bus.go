@@ -18,6 +18,8 @@ type Bus interface {
 	Leave(ctx context.Context, room, peer string) error
 	// Members lists room in join order.
 	Members(ctx context.Context, room string) ([]Member, error)
+	// Contains reports whether peer is in room (every signal asks).
+	Contains(ctx context.Context, room, peer string) (bool, error)
 	// Send delivers frame to each of peers, through the deliver func they were attached with.
 	// Frames from one caller arrive in the order it sent them. Unknown peers are skipped.
 	Send(ctx context.Context, peers []string, frame []byte) error
@@ -75,6 +77,13 @@ func (b *LocalBus) Members(_ context.Context, room string) ([]Member, error) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	return append([]Member{}, b.rooms[room]...), nil
+}
+
+// Contains implements Bus.
+func (b *LocalBus) Contains(_ context.Context, room, peer string) (bool, error) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return slices.ContainsFunc(b.rooms[room], func(m Member) bool { return m.Peer == peer }), nil
 }
 
 // Send implements Bus.

@@ -2,10 +2,12 @@ package signaling
 
 import (
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -21,18 +23,23 @@ const (
 // writeTimeout bounds one write: a client that does not read for this long is dropped.
 const writeTimeout = 10 * time.Second
 
-// conn is one WebSocket connection: a reader goroutine that decodes and dispatches, and a
-// writer goroutine that drains the session's mailbox and sends pings. Neither ever blocks the
-// other, a room, or the hub.
+// conn is one WebSocket connection. Its reader goroutine decodes and dispatches. Writes happen
+// only when there is something to write: a flush goroutine, started when a frame lands in the
+// session's mailbox and gone once the mailbox is empty, and a timer for pings. An idle
+// connection costs one goroutine, which is what lets one node hold tens of thousands; nothing
+// a connection does ever blocks another one, a room, or the hub.
 type conn struct {
-	ws    *websocket.Conn
-	h     *Hub
-	ip    netip.Addr
-	s     *session // set before the goroutines start
-	hello []byte   // the welcome, written before anything from the mailbox
+	ws *websocket.Conn
+	h  *Hub
+	ip netip.Addr
+	s  *session // set before start
 
 	limit   *rate.Limiter // signaling.rate_limit
 	strikes *rate.Limiter // how many rate-limited messages are tolerated before closing with 1008
+
+	wmu      sync.Mutex  // serialises writes
+	flushing atomic.Bool // a flush goroutine is running
+	ping     *time.Timer
 
 	closeOnce  sync.Once
 	closing    chan struct{}
@@ -41,44 +48,154 @@ type conn struct {
 	closeFrame []byte // written just before the close frame (bye)
 	dropReason string
 
-	readerDone chan struct{} // the reader stopped reading
-	writerDone chan struct{}
-	done       sync.WaitGroup // reader and writer, and the hub told of the end
+	readerDone chan struct{}  // the reader stopped reading
+	done       sync.WaitGroup // the reader and the closer
 }
 
 func newConn(h *Hub, ws *websocket.Conn, ip netip.Addr) *conn {
-	c := &conn{ws: ws, h: h, ip: ip, closing: make(chan struct{}),
-		readerDone: make(chan struct{}), writerDone: make(chan struct{})}
+	c := &conn{ws: ws, h: h, ip: ip, closing: make(chan struct{}), readerDone: make(chan struct{})}
 	if r := h.cfg.RateLimit; r > 0 {
 		c.limit = rate.NewLimiter(rate.Limit(r), max(int(2*r), 1))
 	}
 	// Ten rate-limited messages at once, then one a second, are tolerated; past that the client
 	// is not slowing down and is closed.
 	c.strikes = rate.NewLimiter(1, 10)
+	c.ping = time.AfterFunc(h.cfg.PingInterval, c.sendPing) // waits for c.wmu: after the welcome
 	return c
 }
 
-// start runs the reader and writer (counted in c.done by the caller).
-func (c *conn) start() {
-	go c.readLoop()
-	go c.writeLoop()
+// hello writes the welcome, before anything from the mailbox: the caller holds c.wmu from
+// before the session is attached until this is written.
+func (c *conn) hello(welcome []byte) bool {
+	_ = c.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
+	return c.ws.WriteMessage(websocket.TextMessage, welcome) == nil
 }
 
-// close asks the writer to send a close frame with code (after final, when set) and to end the
-// connection. The first call wins; reason is the drop reason for metrics.
+// start runs the reader and the pings, and writes what the mailbox holds (counted in c.done
+// by the caller: the reader and the closer).
+func (c *conn) start() {
+	go c.readLoop()
+	c.kick()
+}
+
+// kick makes sure a flush goroutine writes what the mailbox holds.
+func (c *conn) kick() {
+	select {
+	case <-c.closing:
+		return
+	default:
+	}
+	if c.flushing.CompareAndSwap(false, true) {
+		go c.flush()
+	}
+}
+
+// flush writes the mailbox until it is empty.
+func (c *conn) flush() {
+	for {
+		c.wmu.Lock()
+		ok := c.writeAll(time.Time{})
+		c.wmu.Unlock()
+		if !ok {
+			c.flushing.Store(false)
+			c.close(websocket.CloseNormalClosure, "", nil, "write_error")
+			return
+		}
+		c.flushing.Store(false)
+		// A frame pushed after the last look but before the flag dropped found a flusher
+		// running and did not start one: look once more.
+		if _, more := c.s.next(c); !more || !c.flushing.CompareAndSwap(false, true) {
+			return
+		}
+	}
+}
+
+// writeAll writes the mailbox's frames for c, each by deadline (zero: writeTimeout from
+// now); c.wmu is held. False means a write failed.
+func (c *conn) writeAll(deadline time.Time) bool {
+	for {
+		select {
+		case <-c.closing:
+			if deadline.IsZero() {
+				return true // the closer flushes what is left, within its own time
+			}
+		default:
+		}
+		f, ok := c.s.next(c)
+		if !ok {
+			return true
+		}
+		d := deadline
+		if d.IsZero() {
+			d = time.Now().Add(writeTimeout)
+		}
+		if !c.writeSeq(f, d) {
+			return false
+		}
+		c.s.wrote(c, f.seq)
+	}
+}
+
+// sendPing sends a WebSocket ping carrying the last seq written: its pong acknowledges
+// every frame up to it.
+func (c *conn) sendPing() {
+	select {
+	case <-c.closing:
+		return
+	default:
+	}
+	c.wmu.Lock()
+	if c.s == nil { // never started
+		c.wmu.Unlock()
+		return
+	}
+	seq := strconv.FormatUint(c.s.lastWritten(), 10)
+	err := c.ws.WriteControl(websocket.PingMessage, []byte(seq), time.Now().Add(writeTimeout))
+	c.wmu.Unlock()
+	if err != nil {
+		c.close(websocket.CloseNormalClosure, "", nil, "write_error")
+		return
+	}
+	c.ping.Reset(c.h.cfg.PingInterval)
+}
+
+// close ends the connection: the first call starts the closer, which writes what is due
+// (within a second), final (bye) when set, and a close frame with code, then waits for the
+// client's close before cutting TCP. reason is the drop reason for metrics.
 func (c *conn) close(code int, text string, final []byte, reason string) {
 	c.closeOnce.Do(func() {
 		c.closeCode, c.closeText, c.closeFrame, c.dropReason = code, text, final, reason
 		close(c.closing)
+		go c.closer()
 	})
 }
 
+func (c *conn) closer() {
+	defer c.done.Done()
+	c.ping.Stop()
+	deadline := time.Now().Add(time.Second)
+	c.wmu.Lock()
+	if c.writeAll(deadline) && c.closeFrame != nil {
+		_ = c.ws.SetWriteDeadline(deadline)
+		_ = c.ws.WriteMessage(websocket.TextMessage, c.closeFrame)
+	}
+	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(c.closeCode, c.closeText), deadline)
+	c.wmu.Unlock()
+	// The closing handshake: wait for the client's close before cutting TCP, or it may get a
+	// reset instead of the close frame.
+	select {
+	case <-c.readerDone:
+	case <-time.After(time.Second):
+	}
+	_ = c.ws.Close() // ends the reader too
+}
+
+// readBufs hold frames while they are decoded: the decoded message copies what it keeps.
+var readBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
 func (c *conn) readLoop() {
 	defer c.done.Done()
-	defer func() {
-		<-c.writerDone // it may still be flushing frames
-		c.h.dropped(c)
-	}()
+	defer func() { c.h.dropped(c) }()
 	timeout := c.h.cfg.PongTimeout
 	_ = c.ws.SetReadDeadline(time.Now().Add(timeout))
 	c.ws.SetPongHandler(func(data string) error {
@@ -89,33 +206,66 @@ func (c *conn) readLoop() {
 		return nil
 	})
 	for {
-		kind, frame, err := c.ws.ReadMessage()
+		kind, r, err := c.ws.NextReader()
 		if err != nil {
 			c.close(websocket.CloseNormalClosure, "", nil, readDropReason(err))
 			close(c.readerDone)
-			break
+			return
+		}
+		bp := readBufs.Get().(*[]byte)
+		frame, err := readAll(r, (*bp)[:0])
+		if err != nil {
+			readBufs.Put(bp)
+			c.close(websocket.CloseNormalClosure, "", nil, readDropReason(err))
+			close(c.readerDone)
+			return
 		}
 		_ = c.ws.SetReadDeadline(time.Now().Add(timeout))
-		if c.limit != nil && !c.limit.Allow() {
-			m, _ := decode(frame)
-			c.answer(m, protoErr(CodeRateLimited, "more than %v messages a second", c.h.cfg.RateLimit))
-			if !c.strikes.Allow() { // it keeps going: close with 1008
-				c.close(websocket.ClosePolicyViolation, "rate limit exceeded again and again", nil, "policy")
-			}
-			continue
+		c.dispatch(kind, frame)
+		if cap(frame) <= 64<<10 {
+			*bp = frame[:0]
+			readBufs.Put(bp)
 		}
-		if kind != websocket.TextMessage {
-			c.answer(inbound{}, protoErr(CodeBadMessage, "messages are JSON text frames"))
-			continue
+	}
+}
+
+func readAll(r io.Reader, b []byte) ([]byte, error) {
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
 		}
-		m, perr := decode(frame)
-		c.h.metrics.messages.WithLabelValues(messageLabel(m.Type, perr)).Inc()
-		if perr == nil {
-			perr = c.h.handle(c.s, m)
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
 		}
-		if perr != nil {
-			c.answer(m, perr)
+		if err != nil {
+			return b, err
 		}
+	}
+}
+
+// dispatch handles one frame.
+func (c *conn) dispatch(kind int, frame []byte) {
+	if c.limit != nil && !c.limit.Allow() {
+		m, _ := decode(frame)
+		c.answer(m, protoErr(CodeRateLimited, "more than %v messages a second", c.h.cfg.RateLimit))
+		if !c.strikes.Allow() { // it keeps going: close with 1008
+			c.close(websocket.ClosePolicyViolation, "rate limit exceeded again and again", nil, "policy")
+		}
+		return
+	}
+	if kind != websocket.TextMessage {
+		c.answer(inbound{}, protoErr(CodeBadMessage, "messages are JSON text frames"))
+		return
+	}
+	m, perr := decode(frame)
+	c.h.metrics.messages.WithLabelValues(messageLabel(m.Type, perr)).Inc()
+	if perr == nil {
+		perr = c.h.handle(c.s, m)
+	}
+	if perr != nil {
+		c.answer(m, perr)
 	}
 }
 
@@ -143,72 +293,8 @@ func readDropReason(err error) string {
 	return "network"
 }
 
-func (c *conn) writeLoop() {
-	defer c.done.Done()
-	defer close(c.writerDone)
-	defer func() { _ = c.ws.Close() }() // ends the reader too
-	ping := time.NewTicker(c.h.cfg.PingInterval)
-	defer ping.Stop()
-	if !c.write(c.hello) {
-		c.close(websocket.CloseNormalClosure, "", nil, "write_error")
-	}
-	for {
-		for {
-			f, ok := c.s.next(c)
-			if !ok {
-				break
-			}
-			if !c.writeSeq(f) {
-				c.close(websocket.CloseNormalClosure, "", nil, "write_error")
-				break
-			}
-			c.s.wrote(c, f.seq)
-		}
-		select {
-		case <-c.s.wake:
-		case <-ping.C:
-			seq := strconv.FormatUint(c.s.lastWritten(), 10)
-			if c.ws.WriteControl(websocket.PingMessage, []byte(seq), time.Now().Add(writeTimeout)) != nil {
-				c.close(websocket.CloseNormalClosure, "", nil, "write_error")
-			}
-		case <-c.closing:
-			// Within a second: what is still due (the answers that led to a 1008, say), the
-			// bye, then the close frame. What does not fit stays in the mailbox for a resume.
-			deadline := time.Now().Add(time.Second)
-			for {
-				f, ok := c.s.next(c)
-				if !ok || !c.writeSeqBy(f, deadline) {
-					break
-				}
-				c.s.wrote(c, f.seq)
-			}
-			if c.closeFrame != nil {
-				_ = c.ws.SetWriteDeadline(deadline)
-				_ = c.ws.WriteMessage(websocket.TextMessage, c.closeFrame)
-			}
-			_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(c.closeCode, c.closeText), deadline)
-			// The closing handshake: wait for the client's close before cutting TCP, or it may
-			// get a reset instead of the close frame.
-			select {
-			case <-c.readerDone:
-			case <-time.After(time.Second):
-			}
-			return
-		}
-	}
-}
-
-func (c *conn) write(b []byte) bool {
-	_ = c.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
-	return c.ws.WriteMessage(websocket.TextMessage, b) == nil
-}
-
-// writeSeq writes f with its seq spliced in front: {"seq":N,"type":...}.
-func (c *conn) writeSeq(f frame) bool {
-	return c.writeSeqBy(f, time.Now().Add(writeTimeout))
-}
-
-func (c *conn) writeSeqBy(f frame, deadline time.Time) bool {
+// writeSeq writes f with its seq spliced in front: {"seq":N,"type":...}; c.wmu is held.
+func (c *conn) writeSeq(f frame, deadline time.Time) bool {
 	_ = c.ws.SetWriteDeadline(deadline)
 	w, err := c.ws.NextWriter(websocket.TextMessage)
 	if err != nil {

@@ -31,7 +31,7 @@ func FuzzDecode(f *testing.F) {
 		if m.Type == TypeJoin && (!validRoom(m.Room) || len(m.Meta) > maxMeta || m.Meta[0] != '{') {
 			t.Errorf("accepted a bad join: %+v", m)
 		}
-		out := encode(relayMsg{Type: TypeSignal, From: "p", Data: m.Data})
+		out := relayFrame(TypeSignal, "p", m.Data)
 		if len(m.Data) > 0 && !json.Valid(out) {
 			t.Errorf("re-encoded data is not JSON: %s", out)
 		}

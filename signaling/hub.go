@@ -348,14 +348,14 @@ func (h *Hub) handle(s *session, m inbound) *protocolError {
 		if room == "" {
 			return protoErr(CodeNotJoined, "join a room first")
 		}
-		members, err := h.bus.Members(ctx, room)
+		in, err := h.bus.Contains(ctx, room, m.To)
 		if err != nil {
 			return h.unavailable(err)
 		}
-		if m.To == s.peer || !slices.ContainsFunc(members, func(x Member) bool { return x.Peer == m.To }) {
+		if m.To == s.peer || !in {
 			return protoErr(CodeUnknownPeer, "no peer %q in room %q", truncate(m.To, 64), room)
 		}
-		if err := h.bus.Send(ctx, []string{m.To}, encode(relayMsg{Type: TypeSignal, From: s.peer, Data: m.Data})); err != nil {
+		if err := h.bus.Send(ctx, []string{m.To}, relayFrame(TypeSignal, s.peer, m.Data)); err != nil {
 			return h.unavailable(err)
 		}
 	case TypeBroadcast:
@@ -366,7 +366,7 @@ func (h *Hub) handle(s *session, m inbound) *protocolError {
 		if err != nil {
 			return h.unavailable(err)
 		}
-		if err := h.bus.Send(ctx, peerIDs(others(members, s.peer)), encode(relayMsg{Type: TypeBroadcast, From: s.peer, Data: m.Data})); err != nil {
+		if err := h.bus.Send(ctx, peerIDs(others(members, s.peer)), relayFrame(TypeBroadcast, s.peer, m.Data)); err != nil {
 			return h.unavailable(err)
 		}
 	case TypeLeave:

@@ -47,11 +47,10 @@ type session struct {
 	nextSeq uint64      // seq of the next frame
 	grace   *time.Timer // running while disconnected
 	ended   bool
-	wake    chan struct{} // the writer of the current connection waits on it
 }
 
 func newSession(peer, token string, id credentials.Identity) *session {
-	return &session{peer: peer, token: token, id: id, nextSeq: 1, wake: make(chan struct{}, 1)}
+	return &session{peer: peer, token: token, id: id, nextSeq: 1}
 }
 
 // push appends data to the mailbox; false means it is full and the session must end.
@@ -66,9 +65,8 @@ func (s *session) push(data []byte) bool {
 	}
 	s.queue = append(s.queue, frame{seq: s.nextSeq, data: data})
 	s.nextSeq++
-	select {
-	case s.wake <- struct{}{}:
-	default:
+	if s.conn != nil {
+		s.conn.kick()
 	}
 	return true
 }

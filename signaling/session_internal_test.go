@@ -7,6 +7,13 @@ import (
 	"github.com/icebox-rtc/icebox/credentials"
 )
 
+// quietConn is a connection whose writer never runs: the test plays the writer.
+func quietConn() *conn {
+	c := &conn{closing: make(chan struct{})}
+	close(c.closing)
+	return c
+}
+
 func frames(s *session, c *conn) []string {
 	var out []string
 	for {
@@ -21,7 +28,7 @@ func frames(s *session, c *conn) []string {
 
 func TestMailbox(t *testing.T) {
 	s := newSession("p", "t", credentials.Identity{})
-	c1 := &conn{}
+	c1 := quietConn()
 	s.conn = c1
 	for i := range 3 {
 		s.push([]byte(fmt.Sprint(i)))
@@ -36,21 +43,21 @@ func TestMailbox(t *testing.T) {
 	s.push([]byte("3"))
 
 	// A resume that does not say what it has gets every frame no pong acknowledged.
-	c2 := &conn{}
+	c2 := quietConn()
 	s.conn = c2
 	s.rewind(0, false)
 	if got := frames(s, c2); fmt.Sprint(got) != "[3:2 4:3]" {
 		t.Errorf("resume without last: got %v", got)
 	}
 	// One that says it has everything up to 3 gets 4 only, and 3 is forgotten.
-	c3 := &conn{}
+	c3 := quietConn()
 	s.conn = c3
 	s.rewind(3, true)
 	if got := frames(s, c3); fmt.Sprint(got) != "[4:3]" {
 		t.Errorf("resume with last=3: got %v", got)
 	}
 	// An impossible last (ahead of what was written) is treated as unknown.
-	c4 := &conn{}
+	c4 := quietConn()
 	s.conn = c4
 	s.rewind(99, true)
 	if got := frames(s, c4); fmt.Sprint(got) != "[4:3]" {
@@ -73,7 +80,7 @@ func TestMailboxBounds(t *testing.T) {
 		t.Fatalf("push beyond maxUnsent accepted")
 	}
 	// Written frames are kept up to maxUnacked, then forgotten oldest first.
-	c := &conn{}
+	c := quietConn()
 	s.conn = c
 	frames(s, c)
 	for i := range 2 * maxUnacked {

@@ -70,24 +70,34 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ws.SetReadLimit(int64(h.cfg.MaxMessageBytes))
 	c := newConn(h, ws, ip)
+	c.wmu.Lock() // nothing from the mailbox before the welcome
 	s, hello, err := h.open(c, id, resume, last, lastErr == nil)
 	if err != nil {
+		c.wmu.Unlock()
+		c.ping.Stop()
 		release()
 		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseServiceRestart, "shutting down"), time.Now().Add(time.Second))
 		_ = ws.Close()
 		return
 	}
-	c.s, c.hello = s, hello
+	c.s = s
 	h.mu.Lock()
 	if h.closed { // Shutdown ran meanwhile
 		h.mu.Unlock()
+		c.wmu.Unlock()
+		c.ping.Stop()
 		release()
 		_ = ws.Close()
 		return
 	}
-	c.done.Add(2) // before Shutdown can see c
+	c.done.Add(2) // the reader and the closer, before Shutdown can see c
 	h.conns[c] = struct{}{}
 	h.mu.Unlock()
 	h.metrics.connects.Inc()
+	ok := c.hello(hello)
+	c.wmu.Unlock()
 	c.start()
+	if !ok {
+		c.close(websocket.CloseNormalClosure, "", nil, "write_error")
+	}
 }

@@ -58,6 +58,8 @@ func (r *rawUDP) close() error {
 }
 
 // sendto sends b to to; a full socket buffer drops the datagram, as a network would.
+//
+//nolint:gosec // unsafe: the addresses of b and the sockaddr for the system call, as package syscall does
 func (r *rawUDP) sendto(b []byte, to netip.AddrPort) error {
 	if len(b) == 0 {
 		return nil
@@ -98,6 +100,8 @@ var errRawFamily = errors.New("not an IPv4 address")
 
 // recvfrom reads one datagram into b without blocking: syscall.EAGAIN when there is none.
 // It runs inside RawConn.Read, which holds the descriptor.
+//
+//nolint:gosec // unsafe: the addresses of b and the sockaddr for the system call, as package syscall does
 func recvfrom(fd uintptr, b []byte, sa *unix.RawSockaddrAny) (int, netip.AddrPort, error) {
 	salen := uint32(unix.SizeofSockaddrAny)
 	n, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)),

@@ -32,6 +32,7 @@ type compareOptions struct {
 	skipSignaling  bool
 	signalClients  int
 	signalRate     float64
+	micro          string
 }
 
 func (o *compareOptions) register(fs *flag.FlagSet) {
@@ -45,6 +46,7 @@ func (o *compareOptions) register(fs *flag.FlagSet) {
 	fs.BoolVar(&o.skipSignaling, "skip-signaling", false, "skip the signaling scenarios")
 	fs.IntVar(&o.signalClients, "signal-clients", 10000, "WebSocket clients of the signaling scenarios")
 	fs.Float64Var(&o.signalRate, "signal-rate", 10000, "signal messages per second of the latency scenario")
+	fs.StringVar(&o.micro, "micro", "", "output of go test -bench to include in the report")
 }
 
 // server is one TURN server under test.
@@ -62,14 +64,14 @@ func freePort(network string) int {
 		if err != nil {
 			return 0
 		}
-		defer c.Close()
+		defer func() { _ = c.Close() }()
 		return c.LocalAddr().(*net.UDPAddr).Port
 	}
 	l, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		return 0
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	return l.Addr().(*net.TCPAddr).Port
 }
 
@@ -78,7 +80,7 @@ func freeTURNPort() int {
 	for range 100 {
 		p := freePort("udp")
 		if l, err := net.Listen("tcp4", "127.0.0.1:"+strconv.Itoa(p)); err == nil {
-			l.Close()
+			_ = l.Close()
 			return p
 		}
 	}
@@ -102,7 +104,7 @@ func (o *compareOptions) startIcebox(secret string) (*server, error) {
 		"--turn.allowed_peer_cidrs", "127.0.0.1/32", "--turn.user_quota", "0", "--credentials.secrets", secret,
 		"--http.rate_limit", "0", "--signaling.max_conns_per_ip", "0", "--signaling.rate_limit", "0",
 		"--shutdown.drain", "0s", "--log.level", "warn"}
-	s.cmd = exec.Command(s.args[0], s.args[1:]...)
+	s.cmd = exec.Command(s.args[0], s.args[1:]...) //nolint:gosec // the binaries under test, from the flags
 	s.cmd.Stderr = os.Stderr
 	if err := s.cmd.Start(); err != nil {
 		return nil, err
@@ -110,7 +112,7 @@ func (o *compareOptions) startIcebox(secret string) (*server, error) {
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		if resp, err := http.Get("http://" + s.http + "/readyz"); err == nil {
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if resp.StatusCode == 200 {
 				return s, nil
 			}
@@ -131,7 +133,7 @@ func (o *compareOptions) startCoturn(secret string) (*server, error) {
 		"--no-tls", "--no-dtls", "--no-cli", "--allow-loopback-peers", "--no-multicast-peers",
 		"--user-quota=0", "--total-quota=0", "--no-software-attribute", "--pidfile=/dev/null",
 		"--log-file=/dev/null", "--no-stdout-log"}
-	s.cmd = exec.Command(s.args[0], s.args[1:]...)
+	s.cmd = exec.Command(s.args[0], s.args[1:]...) //nolint:gosec // the binaries under test, from the flags
 	if err := s.cmd.Start(); err != nil {
 		return nil, err
 	}
@@ -152,7 +154,7 @@ func stunAnswers(addr string) bool {
 	if err != nil {
 		return false
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
 	_, _ = c.Write(req.Raw)
 	_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"time"
 )
@@ -106,6 +107,13 @@ func writeReport(o *compareOptions, res roundResults, commands []string) string 
 			p("load  round %d  %s\n", i+1, r)
 		}
 		p("```\n")
+	}
+
+	if o.micro != "" {
+		if b, err := os.ReadFile(o.micro); err == nil {
+			p("\n## Micro-benchmarks\n\nThe per-packet relay path in isolation (`go test -run '^$' -bench . -benchmem ./stunturn/`):\n")
+			p("zero allocations per relayed packet; the time is the sendto on loopback.\n\n```\n%s```\n", b)
+		}
 	}
 
 	p("\n## How it was run\n\n```sh\nmake bench   # = bin/icebench compare -icebox bin/icebox -coturn turnserver -rounds %d -out %s\n```\n\n", o.rounds, o.out)

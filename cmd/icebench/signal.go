@@ -132,7 +132,10 @@ func runSignal(o *signalOptions) (signalResult, error) {
 				if i >= o.clients {
 					return
 				}
-				ws, _, err := dialer.Dial(u.String(), http.Header{})
+				ws, resp, err := dialer.Dial(u.String(), http.Header{})
+				if resp != nil && resp.Body != nil {
+					_ = resp.Body.Close()
+				}
 				if err != nil {
 					errs.Add(1)
 					continue
