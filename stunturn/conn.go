@@ -25,7 +25,6 @@ type packetConn struct {
 	// loop (fastpath.go); the rest is copied to pion.
 	raw  *rawUDP
 	loop *readLoop
-	buf  [relayMTU]byte
 }
 
 // newPacketConn wraps a listening socket of transport t.
@@ -34,7 +33,7 @@ func newPacketConn(pc net.PacketConn, t *transport) *packetConn {
 	if u, ok := pc.(*net.UDPConn); ok && t.fast != nil {
 		if raw, err := newRawUDP(u); err == nil {
 			c.raw = raw
-			c.loop = newReadLoop(raw, c.buf[:], func(b []byte, n int, from netip.AddrPort) bool {
+			c.loop = newReadLoop(raw, listenBatch, 0, relayMTU, func(b []byte, n int, from netip.AddrPort) bool {
 				return !t.fast.forwardToPeer(b[:n], from)
 			})
 		}
@@ -57,11 +56,11 @@ func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		var from net.Addr
 		var err error
 		if c.loop != nil {
-			var ap netip.AddrPort
-			if n, ap, err = c.loop.next(); err != nil {
+			data, ap, err := c.loop.next()
+			if err != nil {
 				return 0, nil, err
 			}
-			n = copy(p, c.buf[:n])
+			n = copy(p, data)
 			from = net.UDPAddrFromAddrPort(ap)
 		} else if n, from, err = c.PacketConn.ReadFrom(p); err != nil {
 			return n, from, err
@@ -78,21 +77,19 @@ func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	}
 }
 
-// WriteTo sends for pion; a response to the request in flight finishes it.
+// WriteTo sends for pion; a response to the request in flight finishes it, before it goes
+// out, so a client that reads the response sees the quota it left.
 func (c *packetConn) WriteTo(p []byte, to net.Addr) (int, error) {
-	var n int
-	var err error
-	if ap, ok := addrPort(to); ok && c.raw != nil {
-		if err = c.raw.sendto(p, ap); err == nil {
-			n = len(p)
-		}
-	} else {
-		n, err = c.PacketConn.WriteTo(p, to)
-	}
 	if r := c.cur.Load(); r != nil && isResponse(p) && to.String() == r.src {
 		c.done(r)
 	}
-	return n, err
+	if ap, ok := addrPort(to); ok && c.raw != nil {
+		if err := c.raw.sendto(p, ap); err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
+	return c.PacketConn.WriteTo(p, to)
 }
 
 func (c *packetConn) done(r *request) {
@@ -259,13 +256,12 @@ func (c *streamConn) readFrame() ([]byte, error) {
 	return c.frame, nil
 }
 
-// Write sends for pion; a response to the request in flight finishes it.
+// Write sends for pion; a response to the request in flight finishes it, before it goes out.
 func (c *streamConn) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
 	if r := c.cur.Load(); r != nil && isResponse(p) {
 		c.done(r)
 	}
-	return n, err
+	return c.Conn.Write(p)
 }
 
 func (c *streamConn) done(r *request) {

@@ -65,10 +65,11 @@ func BenchmarkForwardToClient(b *testing.B) {
 	peer := netip.MustParseAddrPort("127.0.0.1:40001")
 	var bs bindings
 	bs.add(&binding{client: sink, channel: 0x4000, peer: peer, relay: relay, out: out, allowed: true})
+	buf := make([]byte, 4+172)
 	b.ReportAllocs()
 	b.SetBytes(172)
 	for b.Loop() {
-		if !relay.forwardToClient(relay.buf[:], 172, peer) {
+		if !relay.forwardToClient(buf, 172, peer) {
 			b.Fatal("not forwarded")
 		}
 	}

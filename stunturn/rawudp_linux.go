@@ -98,73 +98,99 @@ func (r *rawUDP) sendto(b []byte, to netip.AddrPort) error {
 // errRawFamily is an IPv6 destination on an IPv4 socket.
 var errRawFamily = errors.New("not an IPv4 address")
 
-// recvfrom reads one datagram into b without blocking: syscall.EAGAIN when there is none.
-// It runs inside RawConn.Read, which holds the descriptor.
-//
-//nolint:gosec // unsafe: the addresses of b and the sockaddr for the system call, as package syscall does
-func recvfrom(fd uintptr, b []byte, sa *unix.RawSockaddrAny) (int, netip.AddrPort, error) {
-	salen := uint32(unix.SizeofSockaddrAny)
-	n, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)),
-		unix.MSG_DONTWAIT, uintptr(unsafe.Pointer(sa)), uintptr(unsafe.Pointer(&salen)))
-	if errno != 0 {
-		return 0, netip.AddrPort{}, errno
-	}
-	switch sa.Addr.Family {
-	case unix.AF_INET:
-		in := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
-		return int(n), netip.AddrPortFrom(netip.AddrFrom4(in.Addr), ntohs(in.Port)), nil
-	case unix.AF_INET6:
-		in := (*unix.RawSockaddrInet6)(unsafe.Pointer(sa))
-		return int(n), netip.AddrPortFrom(netip.AddrFrom16(in.Addr), ntohs(in.Port)), nil
-	}
-	return int(n), netip.AddrPort{}, nil
-}
-
 func htons(p uint16) uint16 { return p<<8 | p>>8 }
 func ntohs(p uint16) uint16 { return p<<8 | p>>8 }
 
-// readLoop reads datagrams from r into buf until handle keeps one (returns true), or an error.
-// Datagrams handle does not keep (relayed on the fast path) never leave the loop; when the
-// socket has nothing to read, the goroutine parks in Go's poller.
+// readLoop reads datagrams from r in batches (recvmmsg), and passes each to handle, until
+// handle keeps one (returns true) or an error. Datagrams handle does not keep (relayed on the
+// fast path) never leave the loop; when the socket has nothing to read, the goroutine parks in
+// Go's poller. Each buffer has off bytes of headroom before the datagram.
 type readLoop struct {
 	r      *rawUDP
-	buf    []byte
-	sa     unix.RawSockaddrAny
-	handle func(b []byte, n int, from netip.AddrPort) bool // true: return this datagram
-	fn     func(fd uintptr) bool                           // made once: no allocation per read
-	n      int
-	from   netip.AddrPort
-	err    error
+	off    int
+	bufs   [][]byte
+	sas    []unix.RawSockaddrAny
+	iovs   []unix.Iovec
+	msgs   []unix.Mmsghdr
+	cnt    int // datagrams in the current batch
+	idx    int // the next one to look at
+	handle func(b []byte, n int, from netip.AddrPort) bool
+	fn     func(fd uintptr) bool // made once: no allocation per read
+
+	cur  int // the kept datagram
+	n    int
+	from netip.AddrPort
+	err  error
 }
 
-func newReadLoop(r *rawUDP, buf []byte, handle func([]byte, int, netip.AddrPort) bool) *readLoop {
-	l := &readLoop{r: r, buf: buf, handle: handle}
-	l.fn = func(fd uintptr) bool {
-		for {
-			n, from, err := recvfrom(fd, l.buf, &l.sa)
-			switch {
-			case err == syscall.EAGAIN:
-				return false // wait until readable
-			case err == syscall.EINTR:
-				continue
-			case err != nil:
-				l.err = err
-				return true
-			}
-			if l.handle(l.buf, n, from) {
-				l.n, l.from = n, from
-				return true
-			}
-		}
+func newReadLoop(r *rawUDP, batch, off, size int, handle func(b []byte, n int, from netip.AddrPort) bool) *readLoop {
+	l := &readLoop{r: r, off: off, handle: handle,
+		bufs: make([][]byte, batch), sas: make([]unix.RawSockaddrAny, batch),
+		iovs: make([]unix.Iovec, batch), msgs: make([]unix.Mmsghdr, batch)}
+	for i := range batch {
+		l.bufs[i] = make([]byte, off+size)
+		l.iovs[i].Base = &l.bufs[i][off]
+		l.iovs[i].SetLen(size)
+		l.msgs[i].Hdr.Iov = &l.iovs[i]
+		l.msgs[i].Hdr.SetIovlen(1)
+		l.msgs[i].Hdr.Name = (*byte)(unsafe.Pointer(&l.sas[i])) //nolint:gosec // the sockaddr buffer of the system call
 	}
+	l.fn = l.read
 	return l
 }
 
-// next returns the next datagram to hand over.
-func (l *readLoop) next() (int, netip.AddrPort, error) {
+//nolint:gosec // unsafe: the message array for the system call, as package syscall does
+func (l *readLoop) read(fd uintptr) bool {
+	for {
+		for l.idx < l.cnt {
+			i := l.idx
+			l.idx++
+			n := int(l.msgs[i].Len)
+			from := sockaddrAddrPort(&l.sas[i])
+			if l.handle(l.bufs[i], n, from) {
+				l.cur, l.n, l.from = i, n, from
+				return true
+			}
+		}
+		for i := range l.msgs {
+			l.msgs[i].Hdr.Namelen = unix.SizeofSockaddrAny
+			l.msgs[i].Len = 0
+		}
+		cnt, _, errno := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&l.msgs[0])), uintptr(len(l.msgs)),
+			unix.MSG_DONTWAIT, 0, 0)
+		switch errno {
+		case 0:
+			l.cnt, l.idx = int(cnt), 0
+		case syscall.EAGAIN:
+			return false // wait until readable
+		case syscall.EINTR:
+		default:
+			l.err = errno
+			return true
+		}
+	}
+}
+
+// next returns the next datagram to hand over; it stays valid until the next call.
+func (l *readLoop) next() ([]byte, netip.AddrPort, error) {
 	l.err = nil
 	if err := l.r.rc.Read(l.fn); err != nil {
-		return 0, netip.AddrPort{}, err
+		return nil, netip.AddrPort{}, err
 	}
-	return l.n, l.from, l.err
+	if l.err != nil {
+		return nil, netip.AddrPort{}, l.err
+	}
+	return l.bufs[l.cur][l.off : l.off+l.n], l.from, nil
+}
+
+func sockaddrAddrPort(sa *unix.RawSockaddrAny) netip.AddrPort {
+	switch sa.Addr.Family {
+	case unix.AF_INET:
+		in := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa)) //nolint:gosec // a sockaddr_in the kernel wrote
+		return netip.AddrPortFrom(netip.AddrFrom4(in.Addr), ntohs(in.Port))
+	case unix.AF_INET6:
+		in := (*unix.RawSockaddrInet6)(unsafe.Pointer(sa)) //nolint:gosec // a sockaddr_in6 the kernel wrote
+		return netip.AddrPortFrom(netip.AddrFrom16(in.Addr), ntohs(in.Port))
+	}
+	return netip.AddrPort{}
 }

@@ -23,22 +23,23 @@ func (r *rawUDP) sendto(b []byte, to netip.AddrPort) error {
 
 type readLoop struct {
 	r      *rawUDP
+	off    int
 	buf    []byte
 	handle func(b []byte, n int, from netip.AddrPort) bool
 }
 
-func newReadLoop(r *rawUDP, buf []byte, handle func([]byte, int, netip.AddrPort) bool) *readLoop {
-	return &readLoop{r: r, buf: buf, handle: handle}
+func newReadLoop(r *rawUDP, _, off, size int, handle func([]byte, int, netip.AddrPort) bool) *readLoop {
+	return &readLoop{r: r, off: off, buf: make([]byte, off+size), handle: handle}
 }
 
-func (l *readLoop) next() (int, netip.AddrPort, error) {
+func (l *readLoop) next() ([]byte, netip.AddrPort, error) {
 	for {
-		n, from, err := l.r.conn.ReadFromUDPAddrPort(l.buf)
+		n, from, err := l.r.conn.ReadFromUDPAddrPort(l.buf[l.off:])
 		if err != nil {
-			return 0, netip.AddrPort{}, err
+			return nil, netip.AddrPort{}, err
 		}
 		if l.handle(l.buf, n, from) {
-			return n, from, nil
+			return l.buf[l.off : l.off+n], from, nil
 		}
 	}
 }

@@ -113,7 +113,7 @@ func (r *relayAllocator) bindPort(port int) (net.PacketConn, net.Addr, error) {
 		return nil, nil, err
 	}
 	rc := &relayConn{UDPConn: conn, raw: raw, alloc: r, port: port, policy: r.policy, metrics: r.metrics}
-	rc.loop = newReadLoop(raw, rc.buf[4:], rc.fromPeer)
+	rc.loop = newReadLoop(raw, relayBatch, 4, relayMTU, rc.fromPeer)
 	r.conns[port] = rc
 	return rc, &net.UDPAddr{IP: r.public, Port: port}, nil
 }
@@ -154,35 +154,41 @@ type relayConn struct {
 	metrics *metrics
 	closed  atomic.Bool
 
-	// The fast path (fastpath.go): raw socket I/O, the bound channels by peer, and a buffer
-	// with room for the ChannelData header in front of each datagram read. Only pion's
-	// reading goroutine of the allocation reads.
+	// The fast path (fastpath.go): raw socket I/O, reading with room for the ChannelData
+	// header in front of each datagram, and the bound channels by peer. Only pion's reading
+	// goroutine of the allocation reads.
 	raw     *rawUDP
 	loop    *readLoop
 	peers   atomic.Pointer[peers]
 	peersMu sync.Mutex
-	buf     [4 + relayMTU]byte
 }
 
-// relayMTU is the largest datagram relayed from a peer, as pion's own reader takes.
-const relayMTU = 1600
+const (
+	// relayMTU is the largest datagram relayed, as pion's own reader takes.
+	relayMTU = 1600
+	// relayBatch datagrams are read from a relay socket at once: few, since a socket serves one
+	// allocation and its buffers are memory held for each.
+	relayBatch = 4
+	// listenBatch datagrams are read from a listening socket at once: it carries every client.
+	listenBatch = 32
+)
 
 // ReadFrom returns the next datagram from an allowed peer, with a *net.UDPAddr as pion needs.
 // Datagrams from the peer of a bound channel go straight to the client (fast path) and are
 // not returned.
 func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	n, from, err := c.loop.next()
+	data, from, err := c.loop.next()
 	if err != nil {
 		return 0, nil, err
 	}
-	return copy(p, c.buf[4:4+n]), net.UDPAddrFromAddrPort(netip.AddrPortFrom(from.Addr().Unmap(), from.Port())), nil
+	return copy(p, data), net.UDPAddrFromAddrPort(netip.AddrPortFrom(from.Addr().Unmap(), from.Port())), nil
 }
 
-// fromPeer handles one datagram read into c.buf[4:]: relayed to the client of a bound channel,
-// dropped by the peer policy, or kept for pion (true). from is made canonical for pion.
-func (c *relayConn) fromPeer(_ []byte, n int, from netip.AddrPort) bool {
+// fromPeer handles one datagram read into b[4:4+n]: relayed to the client of a bound channel,
+// dropped by the peer policy, or kept for pion (true).
+func (c *relayConn) fromPeer(b []byte, n int, from netip.AddrPort) bool {
 	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-	if c.forwardToClient(c.buf[:], n, from) {
+	if c.forwardToClient(b, n, from) {
 		return false
 	}
 	if c.policy.packet(from) != "" {
