@@ -34,7 +34,7 @@ test: deps ## Every test, as CI runs it: gofmt check, go vet, go test -race
 bench: build deps ## icebox against coturn on this machine: writes BENCHMARKS.md (about 20 minutes)
 	$(GO) build -o bin/icebench ./cmd/icebench
 	$(GO) test -run '^$$' -bench . -benchmem ./stunturn/ | grep -E '^(Benchmark|goos|goarch|cpu)' > bin/micro.txt
-	bin/icebench compare -icebox bin/icebox -coturn turnserver -rounds 5 -micro bin/micro.txt -out BENCHMARKS.md
+	bin/icebench compare -icebox bin/icebox -coturn turnserver -rounds 5 -micro bin/micro.txt -profile-dir bin -out BENCHMARKS.md
 
 lint: ## golangci-lint (installed at a pinned version if missing)
 	@[ -x "$(GOBIN)/golangci-lint" ] && "$(GOBIN)/golangci-lint" version 2>/dev/null | grep -q "$(GOLANGCI_LINT_VERSION:v%=%)" || \

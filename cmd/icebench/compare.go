@@ -33,6 +33,8 @@ type compareOptions struct {
 	signalClients  int
 	signalRate     float64
 	micro          string
+	profileTime    time.Duration
+	profileDir     string
 }
 
 func (o *compareOptions) register(fs *flag.FlagSet) {
@@ -47,6 +49,8 @@ func (o *compareOptions) register(fs *flag.FlagSet) {
 	fs.IntVar(&o.signalClients, "signal-clients", 10000, "WebSocket clients of the signaling scenarios")
 	fs.Float64Var(&o.signalRate, "signal-rate", 10000, "signal messages per second of the latency scenario")
 	fs.StringVar(&o.micro, "micro", "", "output of go test -bench to include in the report")
+	fs.DurationVar(&o.profileTime, "profile", 8*time.Second, "CPU profile of icebox under the saturation and allocation loads, this long (0: none)")
+	fs.StringVar(&o.profileDir, "profile-dir", "", "where the profiles go (default: next to -out)")
 }
 
 // server is one TURN server under test.
@@ -94,7 +98,7 @@ const (
 	coturnRelayMin, coturnRelayMax = 63200, 65400
 )
 
-func (o *compareOptions) startIcebox(secret string) (*server, error) {
+func (o *compareOptions) startIcebox(secret string, extra ...string) (*server, error) {
 	turnPort, httpPort := freeTURNPort(), freePort("tcp")
 	s := &server{name: "icebox", turn: fmt.Sprintf("127.0.0.1:%d", turnPort), http: fmt.Sprintf("127.0.0.1:%d", httpPort)}
 	s.args = []string{"taskset", "-c", strconv.Itoa(o.serverCPU), o.icebox, "serve",
@@ -104,6 +108,7 @@ func (o *compareOptions) startIcebox(secret string) (*server, error) {
 		"--turn.allowed_peer_cidrs", "127.0.0.1/32", "--turn.user_quota", "0", "--credentials.secrets", secret,
 		"--http.rate_limit", "0", "--signaling.max_conns_per_ip", "0", "--signaling.rate_limit", "0",
 		"--shutdown.drain", "0s", "--log.level", "warn"}
+	s.args = append(s.args, extra...)
 	s.cmd = exec.Command(s.args[0], s.args[1:]...) //nolint:gosec // the binaries under test, from the flags
 	s.cmd.Stderr = os.Stderr
 	if err := s.cmd.Start(); err != nil {
@@ -234,6 +239,7 @@ type roundResults struct {
 	saturation map[string][]turnResult
 	signal     []signalResult
 	latency    []signalResult
+	profiles   []profiled
 }
 
 func runCompare(o *compareOptions) (fmt.Stringer, error) {
@@ -323,6 +329,9 @@ func runCompare(o *compareOptions) (fmt.Stringer, error) {
 			}
 			s.stop()
 		}
+	}
+	if o.profileTime > 0 && !o.quick {
+		res.profiles = o.profileLoads(secret)
 	}
 	report := writeReport(o, res, commands)
 	if err := os.WriteFile(o.out, []byte(report), 0o644); err != nil { //nolint:gosec // a report

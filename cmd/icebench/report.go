@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -116,6 +117,20 @@ func writeReport(o *compareOptions, res roundResults, commands []string) string 
 		}
 	}
 
+	if len(res.profiles) > 0 {
+		p("\n## Where icebox's time goes\n\n")
+		p("CPU profiles of icebox (its own `/debug/pprof`, `debug.pprof_listen`) taken in the same run, after the rounds,\n")
+		p("%v each, under the loads whose targets are the hardest (`go tool pprof -top FILE` to repeat on the saved file).\n", o.profileTime)
+		for _, pr := range res.profiles {
+			order := "flat"
+			if pr.cum {
+				order = "cumulative"
+			}
+			p("\n### %s: %s\n\n`%s`, by %s time:\n\n```\n%s```\n", pr.name, pr.load, filepath.Base(pr.file), order, pr.top)
+		}
+		p("\n%s", gapNotes)
+	}
+
 	p("\n## How it was run\n\n```sh\nmake bench   # = bin/icebench compare -icebox bin/icebox -coturn turnserver -rounds %d -out %s\n```\n\n", o.rounds, o.out)
 	p("The servers, as started for each round (SECRET is a fresh random TURN REST secret, the same for both):\n\n```sh\n")
 	for _, c := range commands {
@@ -196,3 +211,25 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	return keys
 }
+
+// gapNotes reads the profiles above for the targets that are the hardest to meet: what the
+// remaining gap is made of, and the next step on each.
+const gapNotes = `### Reading the profiles: remaining gaps and next steps
+
+- **Saturation** (target >= 1.2x coturn). On the fast path, icebox's own code is a few percent
+  of its CPU: the time is the kernel's recvmmsg and sendto (syscall frames above). Both servers
+  pay about the same kernel cost per datagram, so icebox's margin comes only from its smaller
+  user-space share (CPU per relayed packet at the top load, in the rounds above). The offered load
+  also tops out near what one load-generator core can send and receive, so the highest offered
+  step is often a limit of the generator, not of the server. Next steps: sendmmsg for the packets
+  one recvmmsg batch sends through the same socket, several SO_REUSEPORT listener sockets when
+  the server has more than one core, and a generator that batches its own I/O so that it is not
+  the first to saturate.
+- **Allocation rate** (target >= 2x coturn). An Allocate is two round trips (401 with a nonce,
+  then the authenticated request); icebox verifies MESSAGE-INTEGRITY once in its socket wrapper
+  (against every secret) and pion verifies it again, then pion builds the allocation (goroutine,
+  timers, maps) and icebox binds a relay socket. The profile shows the split: syscalls (socket,
+  bind, the responses), allocation and garbage collection (mallocgc, scan), HMAC/MD5. Next steps:
+  hand pion the key icebox already verified with instead of a second full check, a pool of
+  pre-bound relay sockets, and fewer allocations per Allocate in the wrapper.
+`

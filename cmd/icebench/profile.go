@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// profiled is where icebox's CPU goes under one load: `go tool pprof -top` of a CPU profile
+// taken from icebox's own /debug/pprof (debug.pprof_listen) while the load runs.
+type profiled struct {
+	name, load, file, top string
+	cum                   bool
+}
+
+// profileLoads runs the loads whose targets are hardest to meet against a fresh icebox with
+// the Go profiler on. It needs the go command (for go tool pprof); without it, nothing.
+func (o *compareOptions) profileLoads(secret string) []profiled {
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "profiles: no go command:", err)
+		return nil
+	}
+	pprofAddr := fmt.Sprintf("127.0.0.1:%d", freePort("tcp"))
+	s, err := o.startIcebox(secret, "--debug.pprof_listen", pprofAddr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "profiles:", err)
+		return nil
+	}
+	defer s.stop()
+	dir := filepath.Dir(o.out)
+	if o.profileDir != "" {
+		dir = o.profileDir
+	}
+	_ = os.MkdirAll(dir, 0o755)
+
+	base := turnOptions{server: s.turn, transport: "udp", secret: secret, pid: s.pid(), label: "icebox", concurrency: 16}
+	loads := []struct {
+		name, load string
+		cum        bool // sorted by cumulative time: where a request's path spends it
+		run        func(ctx context.Context)
+	}{
+		{"saturation", "100 allocations x 800 pps x 172 B (echo)", false, func(ctx context.Context) {
+			opts := base
+			opts.mode, opts.allocations, opts.rate, opts.size, opts.duration, opts.warmup = "echo", 100, 800, 172, o.profileTime+2*time.Second, time.Second
+			_, _ = runTurn(&opts)
+		}},
+		{"allocation rate", "batches of 500 allocations, released after each batch", true, func(ctx context.Context) {
+			for ctx.Err() == nil {
+				opts := base
+				opts.mode, opts.allocations = "alloc", 500
+				if _, err := runTurn(&opts); err != nil {
+					return
+				}
+			}
+		}},
+	}
+	var out []profiled
+	for _, l := range loads {
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		wg.Go(func() { l.run(ctx) })
+		time.Sleep(time.Second) // the load ramps up
+		file := filepath.Join(dir, "profile-"+strings.ReplaceAll(l.name, " ", "-")+".pb.gz")
+		err := fetch(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", pprofAddr, int(o.profileTime.Seconds())), file)
+		cancel()
+		wg.Wait()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "profile", l.name+":", err)
+			continue
+		}
+		args := []string{"tool", "pprof", "-top", "-nodecount=30"}
+		if l.cum {
+			args = append(args, "-cum")
+		}
+		top, err := exec.Command(gobin, append(args, file)...).Output() //nolint:gosec // go, from PATH
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "pprof", l.name+":", err)
+			continue
+		}
+		out = append(out, profiled{name: l.name, load: l.load, file: file, cum: l.cum, top: trimPprof(string(top))})
+	}
+	return out
+}
+
+func fetch(url, file string) error {
+	resp, err := http.Get(url) //nolint:gosec,noctx // icebox's profiler on loopback
+	if err != nil {
+		return err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	f, err := os.Create(file) //nolint:gosec // next to the report
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// trimPprof drops pprof's header lines that name local files and build ids.
+func trimPprof(s string) string {
+	var keep []string
+	for _, line := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
+		if strings.HasPrefix(line, "File:") || strings.HasPrefix(line, "Build ID:") || strings.HasPrefix(line, "Type:") || strings.HasPrefix(line, "Time:") {
+			continue
+		}
+		keep = append(keep, line)
+	}
+	return strings.Join(keep, "\n") + "\n"
+}
