@@ -2,6 +2,7 @@ package signaling
 
 import (
 	"context"
+	"encoding/json"
 	"slices"
 	"sync"
 )
@@ -20,15 +21,58 @@ type Bus interface {
 	Members(ctx context.Context, room string) ([]Member, error)
 	// Contains reports whether peer is in room (every signal asks).
 	Contains(ctx context.Context, room, peer string) (bool, error)
-	// Send delivers frame to each of peers, through the deliver func they were attached with.
-	// Frames from one caller arrive in the order it sent them. Unknown peers are skipped.
-	Send(ctx context.Context, peers []string, frame []byte) error
+	// Send delivers frame to each of peers of room, through the deliver func they were
+	// attached with (on whichever node). Frames from one caller arrive in the order it sent
+	// them. Unknown peers are skipped.
+	Send(ctx context.Context, room string, peers []string, frame []byte) error
 	// Attach routes frames for peer to deliver, until Detach.
 	Attach(peer string, deliver func(frame []byte))
 	// Detach stops routing frames to peer.
 	Detach(peer string)
-	// Rooms is the number of rooms with members (a metric).
+	// Rooms is the number of rooms with members on this node (a metric).
 	Rooms() int
+}
+
+// sessionStore is what a Bus shared between nodes adds, so that a client can resume its
+// session on another node than the one it was connected to: the resume tokens are known to
+// every node, and the node holding a session hands it (with its mailbox) to the node the
+// client reconnected to.
+type sessionStore interface {
+	// bind gives the store the hub's ways to give a session away (another node asks for
+	// it) and to tell a room that a peer of a dead node is gone.
+	bind(give func(token, user string) (*handover, bool), gone func(room, peer string))
+	// register records that token resumes peer's session (of user) on this node.
+	register(token, peer, user string)
+	// forget removes token: it was used, or its session ended.
+	forget(token string)
+	// dropped starts the countdown of token: its connection dropped, the session waits for a
+	// resume.
+	dropped(token string)
+	// take gets the session token names from the node holding it. Frames for its peer that
+	// reach this node meanwhile are held until the hub attaches the peer. (nil, nil): no
+	// node has it.
+	take(ctx context.Context, token, user string) (*handover, error)
+	// moved records that peer's session now lives here (after take), and releases the hold.
+	moved(ctx context.Context, h *handover)
+}
+
+// handover is a session on its way from one node to another.
+type handover struct {
+	Peer    string          `json:"peer"`
+	Room    string          `json:"room,omitempty"`
+	Meta    json.RawMessage `json:"meta,omitempty"`
+	NextSeq uint64          `json:"next_seq"`
+	Written uint64          `json:"written"`
+	Frames  []handoverFrame `json:"frames,omitempty"`
+	// From is the node it came from; Adopted says that node was dead, so the mailbox is lost
+	// and the session continues after the last seq the client has.
+	From    string `json:"from"`
+	Adopted bool   `json:"adopted,omitempty"`
+}
+
+type handoverFrame struct {
+	Seq  uint64          `json:"seq"`
+	Data json.RawMessage `json:"data"`
 }
 
 // LocalBus is the in-process Bus: rooms and delivery within one icebox.
@@ -87,7 +131,7 @@ func (b *LocalBus) Contains(_ context.Context, room, peer string) (bool, error) 
 }
 
 // Send implements Bus.
-func (b *LocalBus) Send(_ context.Context, peers []string, frame []byte) error {
+func (b *LocalBus) Send(_ context.Context, _ string, peers []string, frame []byte) error {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	for _, p := range peers {

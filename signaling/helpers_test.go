@@ -30,12 +30,17 @@ type server struct {
 	URL      string // ws://127.0.0.1:PORT/ws
 	HTTP     *httptest.Server
 	Registry *prometheus.Registry
+	Bus      *signaling.RedisBus // with serverOptions.redis
 }
 
 type serverOptions struct {
 	config  func(*signaling.Config)
 	auth    credentials.AuthConfig
 	origins []string
+	// redis: the rooms live on this Redis (a node of several); presence is the bus's
+	// presence timeout.
+	redis    string
+	presence time.Duration
 }
 
 func testConfig() signaling.Config {
@@ -59,7 +64,20 @@ func start(t testing.TB, o serverOptions) *server {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
+	var bus signaling.Bus
+	var rb *signaling.RedisBus
+	if o.redis != "" {
+		rb, err = signaling.NewRedisBus(context.Background(), signaling.RedisOptions{
+			URL: o.redis, PresenceTimeout: o.presence, ResumeGrace: cfg.ResumeGrace, Registry: reg,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bus = rb
+	}
 	hub, err := signaling.New(cfg, signaling.Options{
+		Bus:     bus,
 		Auth:    credentials.NewAuthenticator(o.auth),
 		Origins: origins,
 		ICE: func(credentials.Identity) ([]credentials.ICEServer, int64) {
@@ -85,8 +103,11 @@ func start(t testing.TB, o serverOptions) *server {
 		_ = hub.Shutdown(ctx)
 		<-done
 		hs.Close()
+		if rb != nil {
+			_ = rb.Close()
+		}
 	})
-	return &server{Hub: hub, URL: "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws", HTTP: hs, Registry: reg}
+	return &server{Hub: hub, URL: "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws", HTTP: hs, Registry: reg, Bus: rb}
 }
 
 func dial(t *testing.T, s *server, o sigclient.Options) *sigclient.Client {

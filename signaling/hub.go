@@ -39,6 +39,7 @@ type Options struct {
 type Hub struct {
 	cfg     Config
 	bus     Bus
+	store   sessionStore // nil: sessions live and die on this node
 	auth    *credentials.Authenticator
 	origins credentials.Origins
 	proxies credentials.Proxies
@@ -70,6 +71,10 @@ func New(cfg Config, o Options) (*Hub, error) {
 		cfg: cfg, bus: o.Bus, auth: o.Auth, origins: o.Origins, proxies: o.Proxies, ice: o.ICE, log: o.Logger,
 		sessions: map[string]*session{}, tokens: map[string]*session{},
 		conns: map[*conn]struct{}{}, perIP: map[netip.Addr]int{}, done: make(chan struct{}),
+	}
+	if st, ok := o.Bus.(sessionStore); ok {
+		h.store = st
+		st.bind(h.giveAway, h.peerGone)
 	}
 	h.metrics = newMetrics(o.Registry, h)
 	h.upgrader = websocket.Upgrader{
@@ -153,6 +158,24 @@ func randomID(n int) string {
 // open starts the session of a new connection: a fresh one, or the one resumeToken names if
 // it is alive and belongs to the same user. It writes nothing; the welcome is returned.
 func (h *Hub) open(c *conn, id credentials.Identity, resumeToken string, last uint64, hasLast bool) (*session, []byte, error) {
+	// A token this node does not know may be another node's: that node hands the session
+	// over (or, if it died, this node adopts its peer id and room).
+	var moved *handover
+	if resumeToken != "" && h.store != nil {
+		h.mu.Lock()
+		_, here := h.tokens[resumeToken]
+		h.mu.Unlock()
+		if !here {
+			ctx, cancel := context.WithTimeout(context.Background(), handoverTimeout+2*time.Second)
+			ho, err := h.store.take(ctx, resumeToken, id.User)
+			cancel()
+			if err != nil {
+				h.log.Warn("signaling: resume on another node", "err", err)
+			}
+			moved = ho
+		}
+	}
+
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
@@ -167,7 +190,12 @@ func (h *Hub) open(c *conn, id credentials.Identity, resumeToken string, last ui
 	}
 	token := randomID(32)
 	resumed := s != nil
-	if !resumed {
+	switch {
+	case !resumed && moved != nil:
+		s = sessionFrom(moved, token, id, last, hasLast)
+		h.sessions[s.peer] = s
+		resumed = true
+	case !resumed:
 		s = newSession(randomID(12), token, id)
 		h.sessions[s.peer] = s
 	}
@@ -193,8 +221,17 @@ func (h *Hub) open(c *conn, id credentials.Identity, resumeToken string, last ui
 		// The old socket still looked open: this resume replaces it, silently for the room.
 		old.close(CloseReplaced, "replaced by a resumed connection", nil, "replaced")
 	}
-	if !resumed {
+	if !resumed || moved != nil {
 		h.bus.Attach(s.peer, func(f []byte) { h.deliver(s, f) })
+	}
+	if moved != nil {
+		h.store.moved(context.Background(), moved)
+	}
+	if h.store != nil {
+		if resumeToken != "" && moved == nil && resumed {
+			h.store.forget(resumeToken)
+		}
+		h.store.register(token, s.peer, id.User)
 	}
 	servers, ttl := h.ice(id)
 	w := welcomeMsg{Type: TypeWelcome, Peer: s.peer, Resume: token, ICEServers: servers, TTL: ttl}
@@ -260,7 +297,11 @@ func (h *Hub) dropped(c *conn) {
 	s.conn = nil
 	grace := h.cfg.ResumeGrace
 	s.grace = time.AfterFunc(grace, func() { h.expire(s) })
+	token := s.token
 	s.mu.Unlock()
+	if h.store != nil {
+		h.store.dropped(token)
+	}
 }
 
 // expire ends a session whose grace passed without a resume.
@@ -296,12 +337,93 @@ func (h *Hub) end(s *session, reason string) {
 	}
 	h.mu.Unlock()
 	h.bus.Detach(s.peer)
+	if h.store != nil {
+		h.store.forget(token)
+	}
 	if c != nil { // the mailbox overflowed while it was connected: a slow reader
 		c.close(websocket.ClosePolicyViolation, "too slow: send queue full", nil, reason)
 	}
 	h.metrics.sessionsEnded.WithLabelValues(reason).Inc()
 	if room != "" {
 		h.leaveRoom(s.peer, room, ReasonDisconnected)
+	}
+}
+
+// giveAway hands the session token resumes to another node, where its client reconnected:
+// it ends here without a word to its room, and its connection, if it still looks open, is
+// closed as replaced.
+func (h *Hub) giveAway(token, user string) (*handover, bool) {
+	h.mu.Lock()
+	s := h.tokens[token]
+	if s == nil || s.id.User != user {
+		h.mu.Unlock()
+		return nil, false
+	}
+	delete(h.tokens, token)
+	delete(h.sessions, s.peer)
+	closed := h.closed // shutting down: every session is ended, and may still move on
+	h.mu.Unlock()
+
+	s.op.Lock() // no message of the session half handled
+	s.mu.Lock()
+	if s.ended && !closed {
+		s.mu.Unlock()
+		s.op.Unlock()
+		return nil, false
+	}
+	s.ended = true
+	if s.grace != nil {
+		s.grace.Stop()
+	}
+	ho := &handover{Peer: s.peer, Room: s.room, Meta: s.meta, NextSeq: s.nextSeq, Written: s.written}
+	for _, f := range s.queue {
+		ho.Frames = append(ho.Frames, handoverFrame{Seq: f.seq, Data: f.data})
+	}
+	c := s.conn
+	s.room, s.queue = "", nil
+	s.mu.Unlock()
+	s.op.Unlock()
+
+	h.bus.Detach(s.peer)
+	if c != nil {
+		c.close(CloseReplaced, "resumed on another node", nil, "moved")
+	}
+	h.metrics.sessionsEnded.WithLabelValues("moved").Inc()
+	return ho, true
+}
+
+// sessionFrom is a session handed over by another node, for a client that has every frame
+// up to last (when hasLast).
+func sessionFrom(ho *handover, token string, id credentials.Identity, last uint64, hasLast bool) *session {
+	s := newSession(ho.Peer, token, id)
+	s.room, s.meta = ho.Room, ho.Meta
+	if ho.Adopted {
+		// The mailbox died with its node: go on after what the client has, so that its
+		// dedupe by seq keeps working.
+		if hasLast {
+			s.nextSeq = last + 1
+		}
+		s.written = s.nextSeq - 1
+	} else {
+		s.nextSeq, s.written = ho.NextSeq, ho.Written
+		for _, f := range ho.Frames {
+			s.queue = append(s.queue, frame{seq: f.Seq, data: f.Data})
+		}
+	}
+	return s // open rewinds it to what the client has
+}
+
+// peerGone tells room that peer, whose node died, is gone.
+func (h *Hub) peerGone(room, peer string) {
+	ctx := context.Background()
+	members, err := h.bus.Members(ctx, room)
+	if err != nil {
+		h.log.Warn("signaling: members", "err", err)
+		return
+	}
+	f := encode(peerLeftMsg{Type: TypePeerLeft, Room: room, Peer: peer, Reason: ReasonDisconnected})
+	if err := h.bus.Send(ctx, room, peerIDs(others(members, peer)), f); err != nil {
+		h.log.Warn("signaling: send", "err", err)
 	}
 }
 
@@ -317,7 +439,7 @@ func (h *Hub) leaveRoom(peer, room, reason string) {
 		return
 	}
 	f := encode(peerLeftMsg{Type: TypePeerLeft, Room: room, Peer: peer, Reason: reason})
-	if err := h.bus.Send(ctx, peerIDs(others(members, peer)), f); err != nil {
+	if err := h.bus.Send(ctx, room, peerIDs(others(members, peer)), f); err != nil {
 		h.log.Warn("signaling: send", "err", err)
 	}
 }
@@ -355,7 +477,7 @@ func (h *Hub) handle(s *session, m inbound) *protocolError {
 		if m.To == s.peer || !in {
 			return protoErr(CodeUnknownPeer, "no peer %q in room %q", truncate(m.To, 64), room)
 		}
-		if err := h.bus.Send(ctx, []string{m.To}, relayFrame(TypeSignal, s.peer, m.Data)); err != nil {
+		if err := h.bus.Send(ctx, room, []string{m.To}, relayFrame(TypeSignal, s.peer, m.Data)); err != nil {
 			return h.unavailable(err)
 		}
 	case TypeBroadcast:
@@ -366,7 +488,7 @@ func (h *Hub) handle(s *session, m inbound) *protocolError {
 		if err != nil {
 			return h.unavailable(err)
 		}
-		if err := h.bus.Send(ctx, peerIDs(others(members, s.peer)), relayFrame(TypeBroadcast, s.peer, m.Data)); err != nil {
+		if err := h.bus.Send(ctx, room, peerIDs(others(members, s.peer)), relayFrame(TypeBroadcast, s.peer, m.Data)); err != nil {
 			return h.unavailable(err)
 		}
 	case TypeLeave:
@@ -407,7 +529,7 @@ func (h *Hub) join(ctx context.Context, s *session, room string, m inbound) *pro
 	s.mu.Unlock()
 	h.reply(s, encode(joinedMsg{Type: TypeJoined, Room: m.Room, Peers: peersBefore, Re: m.ID}))
 	f := encode(peerJoinedMsg{Type: TypePeerJoined, Room: m.Room, Peer: s.peer, Meta: m.Meta})
-	if err := h.bus.Send(ctx, peerIDs(peersBefore), f); err != nil {
+	if err := h.bus.Send(ctx, m.Room, peerIDs(peersBefore), f); err != nil {
 		h.log.Warn("signaling: send", "err", err)
 	}
 	return nil

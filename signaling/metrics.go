@@ -30,7 +30,7 @@ func newMetrics(reg prometheus.Registerer, h *Hub) *metrics {
 		}, []string{"code"}),
 		drops: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_signaling_drops_total",
-			Help: "Connections ended, by reason (closed_by_client, network, pong_timeout, too_large, policy, write_error, replaced, mailbox_full, shutdown).",
+			Help: "Connections ended, by reason (closed_by_client, network, pong_timeout, too_large, policy, write_error, replaced, moved: resumed on another node, mailbox_full, shutdown).",
 		}, []string{"reason"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_signaling_refused_total",
@@ -42,7 +42,7 @@ func newMetrics(reg prometheus.Registerer, h *Hub) *metrics {
 		}, []string{"result"}),
 		sessionsEnded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_signaling_sessions_ended_total",
-			Help: "Sessions ended without a leave, by reason (grace_expired, mailbox_full).",
+			Help: "Sessions ended without a leave, by reason (grace_expired, mailbox_full, moved: resumed on another node).",
 		}, []string{"reason"}),
 	}
 	reg.MustRegister(m.connects, m.messages, m.errors, m.drops, m.refused, m.resumes, m.sessionsEnded,

@@ -196,7 +196,7 @@ type scenario struct {
 
 func (o *compareOptions) scenarios() []scenario {
 	d, w := 10*time.Second, 2*time.Second
-	idle, allocs := 2000, 500
+	idle, allocs := 2000, 1500
 	if o.quick {
 		d, w, idle, allocs = 3*time.Second, time.Second, 300, 100
 	}

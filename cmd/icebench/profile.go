@@ -52,10 +52,10 @@ func (o *compareOptions) profileLoads(secret string) []profiled {
 			opts.mode, opts.allocations, opts.rate, opts.size, opts.duration, opts.warmup = "echo", 100, 800, 172, o.profileTime+2*time.Second, time.Second
 			_, _ = runTurn(&opts)
 		}},
-		{"allocation rate", "batches of 500 allocations, released after each batch", true, func(ctx context.Context) {
+		{"allocation rate", "batches of 1500 allocations, released after each batch", true, func(ctx context.Context) {
 			for ctx.Err() == nil {
 				opts := base
-				opts.mode, opts.allocations = "alloc", 500
+				opts.mode, opts.allocations = "alloc", 1500
 				if _, err := runTurn(&opts); err != nil {
 					return
 				}

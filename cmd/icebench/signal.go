@@ -20,6 +20,7 @@ import (
 // signalOptions are the flags of icebench signal.
 type signalOptions struct {
 	url         string
+	url2        string // every other client connects here: cross-node latency
 	token       string
 	clients     int
 	roomSize    int
@@ -34,6 +35,7 @@ type signalOptions struct {
 
 func (o *signalOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.url, "url", "ws://127.0.0.1:8080/ws", "signaling URL")
+	fs.StringVar(&o.url2, "url2", "", "a second node's signaling URL (same Redis): every other client connects there, so each message crosses nodes (rooms of an even size)")
 	fs.StringVar(&o.token, "token", "", "token (auth.mode token or jwt)")
 	fs.IntVar(&o.clients, "clients", 1000, "WebSocket clients")
 	fs.IntVar(&o.roomSize, "room-size", 4, "clients per room")
@@ -102,14 +104,21 @@ func (c *sigClient) send(v any) error {
 
 func runSignal(o *signalOptions) (signalResult, error) {
 	res := signalResult{Label: o.label, Clients: o.clients, RoomSize: o.roomSize, Rate: o.rate}
-	u, err := url.Parse(o.url)
-	if err != nil {
-		return res, err
-	}
-	if o.token != "" {
-		q := u.Query()
-		q.Set("token", o.token)
-		u.RawQuery = q.Encode()
+	var urls []string
+	for _, raw := range []string{o.url, o.url2} {
+		if raw == "" {
+			continue
+		}
+		u, err := url.Parse(raw)
+		if err != nil {
+			return res, err
+		}
+		if o.token != "" {
+			q := u.Query()
+			q.Set("token", o.token)
+			u.RawQuery = q.Encode()
+		}
+		urls = append(urls, u.String())
 	}
 	runtime.GC()
 	time.Sleep(time.Second)
@@ -132,7 +141,7 @@ func runSignal(o *signalOptions) (signalResult, error) {
 				if i >= o.clients {
 					return
 				}
-				ws, resp, err := dialer.Dial(u.String(), http.Header{})
+				ws, resp, err := dialer.Dial(urls[i%len(urls)], http.Header{})
 				if resp != nil && resp.Body != nil {
 					_ = resp.Body.Close()
 				}

@@ -133,7 +133,24 @@ func newApp(cfg Config, log *slog.Logger, info buildInfo) (a *app, err error) {
 	a.creds.Register(a.mux)
 	a.drainers = append(a.drainers, a.creds)
 
+	var bus signaling.Bus
+	if cfg.Signaling.RedisURL != "" {
+		rb, err := signaling.NewRedisBus(context.Background(), signaling.RedisOptions{
+			URL:         cfg.Signaling.RedisURL,
+			ResumeGrace: cfg.Signaling.ResumeGrace,
+			Logger:      log.With("component", "signaling"),
+			Registry:    a.registry,
+		})
+		if err != nil {
+			return a, err
+		}
+		bus = rb
+		// Before signaling in the list: it shuts down after the hub, which may still hand
+		// sessions to other nodes while its clients move there.
+		a.components = append(a.components, namedComponent{"redis", &busComponent{rb, make(chan struct{})}})
+	}
 	if a.hub, err = signaling.New(cfg.Signaling, signaling.Options{
+		Bus:     bus,
 		Auth:    a.auth,
 		Origins: a.creds.Origins(),
 		Proxies: a.creds.Proxies(),
@@ -342,4 +359,27 @@ func (a *app) run(ctx context.Context) error {
 		a.log.Info("icebox stopped")
 	}
 	return err
+}
+
+// busComponent runs the Redis bus as a component of the lifecycle.
+type busComponent struct {
+	bus  *signaling.RedisBus
+	done chan struct{}
+}
+
+func (b *busComponent) Serve() error {
+	<-b.done
+	return nil
+}
+
+func (b *busComponent) Drain() {}
+
+func (b *busComponent) Shutdown(context.Context) error {
+	select {
+	case <-b.done:
+		return nil
+	default:
+	}
+	close(b.done)
+	return b.bus.Close()
 }
