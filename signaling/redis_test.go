@@ -105,8 +105,12 @@ func TestRedisTwoNodes(t *testing.T) {
 	}
 }
 
-func published(t *testing.T, s *server) float64 { return plain(t, s, "icebox_signaling_bus_published_total") }
-func received(t *testing.T, s *server) float64  { return plain(t, s, "icebox_signaling_bus_received_total") }
+func published(t *testing.T, s *server) float64 {
+	return plain(t, s, "icebox_signaling_bus_published_total")
+}
+func received(t *testing.T, s *server) float64 {
+	return plain(t, s, "icebox_signaling_bus_received_total")
+}
 
 // plain is the value of a metric without labels.
 func plain(t *testing.T, s *server, name string) float64 {

@@ -188,11 +188,11 @@ func (b *RedisBus) crash() {
 	_ = b.rdb.Close()
 }
 
-func roomKey(room string) string  { return "icebox:room:{" + room + "}" }
-func seqKey(room string) string   { return "icebox:room:{" + room + "}:seq" }
-func peerKey(peer string) string  { return "icebox:peer:{" + peer + "}" }
+func roomKey(room string) string   { return "icebox:room:{" + room + "}" }
+func seqKey(room string) string    { return "icebox:room:{" + room + "}:seq" }
+func peerKey(peer string) string   { return "icebox:peer:{" + peer + "}" }
 func nodePeers(node string) string { return "icebox:node:{" + node + "}:peers" }
-func sessKey(token string) string { return "icebox:sess:{" + token + "}" }
+func sessKey(token string) string  { return "icebox:sess:{" + token + "}" }
 func nodeChannel(node string) string {
 	return "icebox:n:{" + node + "}"
 }

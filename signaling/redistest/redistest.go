@@ -100,7 +100,7 @@ func (s *Server) Restart() {
 			s.t.Fatalf("starting redis-server: %v", err)
 		}
 		s.cmd = cmd
-		if err = s.waitReady(5*time.Second); err == nil {
+		if err = s.waitReady(5 * time.Second); err == nil {
 			return
 		}
 		s.Stop()
