@@ -189,8 +189,6 @@ func (b *RedisBus) crash() {
 }
 
 func roomKey(room string) string   { return "icebox:room:{" + room + "}" }
-func seqKey(room string) string    { return "icebox:room:{" + room + "}:seq" }
-func peerKey(peer string) string   { return "icebox:peer:{" + peer + "}" }
 func nodePeers(node string) string { return "icebox:node:{" + node + "}:peers" }
 func sessKey(token string) string  { return "icebox:sess:{" + token + "}" }
 func nodeChannel(node string) string {

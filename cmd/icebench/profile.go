@@ -39,7 +39,7 @@ func (o *compareOptions) profileLoads(secret string) []profiled {
 	if o.profileDir != "" {
 		dir = o.profileDir
 	}
-	_ = os.MkdirAll(dir, 0o755)
+	_ = os.MkdirAll(dir, 0o750)
 
 	base := turnOptions{server: s.turn, transport: "udp", secret: secret, pid: s.pid(), label: "icebox", concurrency: 16}
 	loads := []struct {
