@@ -13,6 +13,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/icebox-rtc/icebox/credentials"
+	"github.com/icebox-rtc/icebox/signaling/redistest"
 )
 
 // tab is one page of the demo in the test's browser.
@@ -321,4 +322,26 @@ func TestDemoSignalingDrop(t *testing.T) {
 		t.Errorf("Bob saw Ada leave during a signaling drop")
 	}
 	b.framesGrow(1)
+}
+
+// TestDemoTwoNodes: two icebox nodes on one Redis, each page on its own node: they meet in
+// one room, each relays through its own node's TURN, and they see and chat with each other.
+func TestDemoTwoNodes(t *testing.T) {
+	browser := newBrowser(t)
+	r := redistest.Start(t, redistest.Options{})
+	onRedis := func(c *Config) { c.Signaling.RedisURL = r.URL }
+	nodeA, nodeB := demoApp(t, onRedis), demoApp(t, onRedis)
+	a := openTab(t, browser, nodeA+"/?room=nodes&policy=relay&name=Ada")
+	b := openTab(t, browser, nodeB+"/?room=nodes&policy=relay&name=Bob")
+	for _, tb := range []*tab{a, b} {
+		tb.wait("a connected peer", jsConnected+` === 1`)
+		tb.framesGrow(1)
+	}
+	if err := chromedp.Do(b.ctx,
+		chromedp.SendKeys(chromedp.ID("chat-input"), "hello across nodes"),
+		chromedp.Click(chromedp.ID("chat-send")),
+	); err != nil {
+		t.Fatal(err)
+	}
+	a.wait("Bob's chat message", `document.getElementById('messages').textContent.includes('hello across nodes')`)
 }
