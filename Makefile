@@ -13,7 +13,7 @@ export PATH := $(GOBIN):$(PATH)
 # What the tests run besides Go, as COMMAND:DEBIAN_PACKAGE[:SERVICE_TO_KEEP_STOPPED].
 TEST_DEPS := turnutils_uclient:coturn:coturn chromium:chromium systemd-analyze:systemd redis-server:redis-server:redis-server
 
-.PHONY: help build test deps bench lint screenshot
+.PHONY: help build test deps bench bench-nodes lint screenshot
 
 help: ## Show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -35,6 +35,17 @@ bench: build deps ## icebox against coturn on this machine: writes BENCHMARKS.md
 	$(GO) build -o bin/icebench ./cmd/icebench
 	$(GO) test -run '^$$' -bench . -benchmem ./stunturn/ | grep -E '^(Benchmark|goos|goarch|cpu)' > bin/micro.txt
 	bin/icebench compare -icebox bin/icebox -coturn turnserver -rounds 5 -micro bin/micro.txt -profile-dir bin -out BENCHMARKS.md
+
+bench-nodes: build ## Cross-node signaling latency: one redis-server, two icebox nodes, icebench signal -url2 (RATE=1000)
+	$(GO) build -o bin/icebench ./cmd/icebench
+	@set -e; E="ICEBOX_SIGNALING_REDIS_URL=redis://127.0.0.1:16379/0 ICEBOX_LOG_LEVEL=warn ICEBOX_SIGNALING_RATE_LIMIT=0 \
+	  ICEBOX_SIGNALING_MAX_CONNS_PER_IP=0 ICEBOX_CREDENTIALS_SECRETS=bench"; \
+	redis-server --port 16379 --bind 127.0.0.1 --save "" --appendonly no --loglevel warning & R=$$!; sleep 0.5; \
+	env $$E bin/icebox serve --http.listen 127.0.0.1:18081 --turn.udp_listen 127.0.0.1:13478 --turn.tcp_listen 127.0.0.1:13478 & A=$$!; \
+	env $$E bin/icebox serve --http.listen 127.0.0.1:18082 --turn.udp_listen 127.0.0.1:13479 --turn.tcp_listen 127.0.0.1:13479 & B=$$!; \
+	sleep 1.5; trap 'kill $$A $$B $$R 2>/dev/null' EXIT; \
+	bin/icebench signal -url ws://127.0.0.1:18081/ws -clients 1000 -room-size 4 -rate $(or $(RATE),1000) -label one-node; \
+	bin/icebench signal -url ws://127.0.0.1:18081/ws -url2 ws://127.0.0.1:18082/ws -clients 1000 -room-size 4 -rate $(or $(RATE),1000) -label cross-node
 
 lint: ## golangci-lint (installed at a pinned version if missing)
 	@[ -x "$(GOBIN)/golangci-lint" ] && "$(GOBIN)/golangci-lint" version 2>/dev/null | grep -q "$(GOLANGCI_LINT_VERSION:v%=%)" || \

@@ -58,7 +58,9 @@ type signalResult struct {
 	RSSIdleKiB      int64   `json:"rss_idle_kib,omitempty"`
 	RSSPerConnKiB   float64 `json:"rss_per_conn_kib,omitempty"`
 	Rate            float64 `json:"rate,omitempty"`
+	SentPerSec      float64 `json:"sent_per_sec,omitempty"`
 	DeliveredPerSec float64 `json:"delivered_per_sec,omitempty"`
+	Loss            float64 `json:"loss"`
 	LatencyP50ms    float64 `json:"latency_p50_ms,omitempty"`
 	LatencyP99ms    float64 `json:"latency_p99_ms,omitempty"`
 	ServerCPU       float64 `json:"server_cpu,omitempty"`
@@ -71,8 +73,8 @@ func (r signalResult) String() string {
 		s += fmt.Sprintf(", server RSS %.1f KiB per idle connection", r.RSSPerConnKiB)
 	}
 	if r.Rate > 0 {
-		s += fmt.Sprintf(", %.0f msgs/s offered, %.0f delivered, latency p50 %.2f ms p99 %.2f ms, server %.2f cores",
-			r.Rate, r.DeliveredPerSec, r.LatencyP50ms, r.LatencyP99ms, r.ServerCPU)
+		s += fmt.Sprintf(", %.0f msgs/s offered, %.0f sent, %.0f delivered (loss %.3f%%), latency p50 %.2f ms p99 %.2f ms, server %.2f cores",
+			r.Rate, r.SentPerSec, r.DeliveredPerSec, 100*r.Loss, r.LatencyP50ms, r.LatencyP99ms, r.ServerCPU)
 	}
 	if r.Errors > 0 {
 		s += fmt.Sprintf(", %d errors", r.Errors)
@@ -126,7 +128,7 @@ func runSignal(o *signalOptions) (signalResult, error) {
 
 	epoch := time.Now()
 	var t0, t1 atomic.Int64
-	var delivered, errs atomic.Int64
+	var delivered, sent, errs atomic.Int64
 	clients := make([]*sigClient, o.clients)
 	dialer := websocket.Dialer{HandshakeTimeout: 30 * time.Second, ReadBufferSize: 1024, WriteBufferSize: 1024}
 	next := atomic.Int64{}
@@ -236,19 +238,23 @@ func runSignal(o *signalOptions) (signalResult, error) {
 	go func() {
 		defer close(done)
 		const tick = time.Millisecond
-		per := o.rate * tick.Seconds() // messages per tick
 		credit := 0.0
 		i := 0
 		var msg []byte
 		t := time.NewTicker(tick)
 		defer t.Stop()
+		last := time.Now()
 		for {
 			select {
 			case <-stop:
 				return
 			case <-t.C:
 			}
-			for credit += per; credit >= 1; credit-- {
+			// The credit follows the clock, not the ticks: a ticker drops ticks when late.
+			now := time.Now()
+			credit += o.rate * now.Sub(last).Seconds()
+			last = now
+			for ; credit >= 1; credit-- {
 				c := clients[i%len(clients)]
 				room := (i % len(clients)) / o.roomSize
 				to := clients[room*o.roomSize+((i%len(clients))%o.roomSize+1)%o.roomSize]
@@ -264,6 +270,8 @@ func runSignal(o *signalOptions) (signalResult, error) {
 				msg = append(msg, "}}"...)
 				if err := c.sendRaw(msg); err != nil {
 					errs.Add(1)
+				} else if a, z := t0.Load(), t1.Load(); a != 0 && now >= a && (z == 0 || now < z) {
+					sent.Add(1)
 				}
 			}
 		}
@@ -281,6 +289,10 @@ func runSignal(o *signalOptions) (signalResult, error) {
 	<-done
 	window := time.Duration(t1.Load() - t0.Load()).Seconds()
 	res.DeliveredPerSec = float64(delivered.Load()) / window
+	res.SentPerSec = float64(sent.Load()) / window
+	if n := sent.Load(); n > 0 {
+		res.Loss = max(0, 1-float64(delivered.Load())/float64(n))
+	}
 	var all []float64
 	for _, c := range clients {
 		if c != nil {
