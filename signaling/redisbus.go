@@ -126,6 +126,9 @@ func NewRedisBus(ctx context.Context, o RedisOptions) (*RedisBus, error) {
 		deliver: map[string]func([]byte){}, held: map[string][][]byte{}, rooms: map[string]map[string]string{},
 		forward: map[string]forwarding{}, waits: map[string]chan *handover{},
 	}
+	// go-redis logs its reconnections on stderr, in its own format: into icebox's log, at
+	// debug level (the bus itself reports an outage, once, as an error).
+	setRedisLogger.Do(func() { redis.SetLogger(redisLogger{o.Logger}) }) // a global of go-redis
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := b.rdb.Ping(cctx).Err(); err != nil {
@@ -984,4 +987,13 @@ func newBusMetrics(reg prometheus.Registerer, b *RedisBus) busMetrics {
 			return 0
 		}))
 	return m
+}
+
+var setRedisLogger sync.Once
+
+// redisLogger puts go-redis's messages into icebox's log.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, "redis client: "+fmt.Sprintf(format, v...))
 }
