@@ -15,7 +15,9 @@ type Bus interface {
 	// Join adds m to room unless the room already holds max peers (ErrRoomFull), and returns
 	// the members that were there before, in the order they joined.
 	Join(ctx context.Context, room string, m Member, max int) ([]Member, error)
-	// Leave removes peer from room; leaving a room one is not in does nothing.
+	// Leave removes peer from room; leaving a room one is not in does nothing. When it fails,
+	// the Bus finishes it later and tells the room then (through the gone func of a
+	// sessionStore).
 	Leave(ctx context.Context, room, peer string) error
 	// Members lists room in join order.
 	Members(ctx context.Context, room string) ([]Member, error)

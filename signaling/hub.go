@@ -431,7 +431,9 @@ func (h *Hub) peerGone(room, peer string) {
 func (h *Hub) leaveRoom(peer, room, reason string) {
 	ctx := context.Background()
 	if err := h.bus.Leave(ctx, room, peer); err != nil {
+		// The bus finishes the leave, and tells the room, when it can.
 		h.log.Warn("signaling: leave", "err", err)
+		return
 	}
 	members, err := h.bus.Members(ctx, room)
 	if err != nil {

@@ -372,9 +372,24 @@ func TestRedisOutage(t *testing.T) {
 	if m := expect(t, carol, "signal"); string(m.Data) != data("same node") {
 		t.Fatalf("got %s", m.Raw)
 	}
+	// Bob's socket drops during the outage: he resumes on his node, with the peers he had.
+	bob.Close()
+	bob = dial(t, b, sigclient.Options{Resume: bob.Welcome().Resume, Last: bob.LastSeq()})
+	if w := bob.Welcome(); !w.Resumed || w.Room != "r" || len(w.Peers) != 2 {
+		t.Fatalf("resume during the outage: got %s, want resumed with alice and carol", w.Raw)
+	}
+	// Carol leaves during the outage: the room hears it once Redis is back.
+	if err := carol.Leave(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
 
 	r.Restart() // empty
 	waitFor(t, "both nodes are back on redis", func() bool { return a.Bus.Up() && b.Bus.Up() })
+	for _, cl := range []*sigclient.Client{alice, bob} {
+		if m := expect(t, cl, "peer-left"); m.Peer != carol.Welcome().Peer {
+			t.Fatalf("after the outage: got %s, want carol's peer-left", m.Raw)
+		}
+	}
 	// The room was put back: signals cross the nodes again.
 	if err := alice.Signal(bob.Welcome().Peer, "after"); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -55,6 +56,12 @@ type RedisBus struct {
 	rooms   map[string]map[string]string // this node's members: room -> peer -> meta
 	forward map[string]forwarding        // peers handed to another node, recently
 	waits   map[string]chan *handover    // take requests in flight, by id
+	// departed are "room|peer" of this node that left while Redis was unreachable: when it is
+	// back, they are removed and their rooms told, even if Redis restarted empty.
+	departed map[string]struct{}
+	// seen is the last membership read of each room with peers on this node: what Members
+	// answers while Redis is unreachable (a resume on this node then keeps its peers).
+	seen map[string][]Member
 
 	give func(token, user string) (*handover, bool)
 	gone func(room, peer string)
@@ -124,7 +131,8 @@ func NewRedisBus(ctx context.Context, o RedisOptions) (*RedisBus, error) {
 		node: o.Node, rdb: redis.NewClient(opt), url: redacted, presence: o.PresenceTimeout, grace: o.ResumeGrace,
 		log:     o.Logger.With("redis", redacted, "node", o.Node),
 		deliver: map[string]func([]byte){}, held: map[string][][]byte{}, rooms: map[string]map[string]string{},
-		forward: map[string]forwarding{}, waits: map[string]chan *handover{},
+		forward: map[string]forwarding{}, waits: map[string]chan *handover{}, departed: map[string]struct{}{},
+		seen: map[string][]Member{},
 	}
 	// go-redis logs its reconnections on stderr, in its own format: into icebox's log, at
 	// debug level (the bus itself reports an outage, once, as an error).
@@ -350,6 +358,7 @@ func (b *RedisBus) Join(ctx context.Context, room string, m Member, max int) ([]
 		b.rooms[room] = map[string]string{}
 	}
 	b.rooms[room][m.Peer] = meta
+	b.seen[room] = append(slices.Clone(members), m)
 	b.mu.Unlock()
 	return members, nil
 }
@@ -409,32 +418,54 @@ func (b *RedisBus) Leave(ctx context.Context, room, peer string) error {
 		delete(ps, peer)
 		if len(ps) == 0 {
 			delete(b.rooms, room)
+			delete(b.seen, room)
 		}
 	}
+	if seen, ok := b.seen[room]; ok {
+		b.seen[room] = slices.DeleteFunc(seen, func(m Member) bool { return m.Peer == peer })
+	}
 	b.mu.Unlock()
-	if err := b.down("leave"); err != nil {
-		return err // the resync after the outage removes it
+	err := b.down("leave")
+	if err == nil {
+		if err = leaveScript.Run(ctx, b.rdb, nil, room, peer).Err(); err != nil {
+			err = b.failed("leave", err)
+		}
 	}
-	if err := leaveScript.Run(ctx, b.rdb, nil, room, peer).Err(); err != nil {
-		return b.failed("leave", err) // the resync after the outage removes it
+	if err != nil {
+		b.mu.Lock()
+		b.departed[room+"|"+peer] = struct{}{} // the resync after the outage removes it
+		b.mu.Unlock()
 	}
-	return nil
+	return err
 }
 
 // Members implements Bus.
 func (b *RedisBus) Members(ctx context.Context, room string) ([]Member, error) {
-	if err := b.down("members"); err != nil {
-		return nil, err
+	err := b.down("members")
+	var fields map[string]string
+	if err == nil {
+		if fields, err = b.rdb.HGetAll(ctx, roomKey(room)).Result(); err != nil {
+			err = b.failed("members", err)
+		}
 	}
-	fields, err := b.rdb.HGetAll(ctx, roomKey(room)).Result()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	_, local := b.rooms[room]
 	if err != nil {
-		return nil, b.failed("members", err)
+		if seen, ok := b.seen[room]; ok && local {
+			return slices.Clone(seen), nil
+		}
+		return nil, err
 	}
 	flat := make([]any, 0, 2*len(fields))
 	for k, v := range fields {
 		flat = append(flat, k, v)
 	}
-	return parseMembers(flat, ""), nil
+	ms := parseMembers(flat, "")
+	if local {
+		b.seen[room] = slices.Clone(ms)
+	}
+	return ms, nil
 }
 
 // Contains implements Bus; a peer of this node is known without asking Redis.
@@ -460,6 +491,7 @@ func (b *RedisBus) Contains(ctx context.Context, room, peer string) (bool, error
 func (b *RedisBus) Send(ctx context.Context, room string, peers []string, frame []byte) error {
 	var remote []any
 	b.mu.Lock()
+	b.observe(frame)
 	for _, p := range peers {
 		if d := b.deliver[p]; d != nil {
 			d(frame)
@@ -506,6 +538,7 @@ func (b *RedisBus) Detach(peer string) {
 			delete(ps, peer)
 			if len(ps) == 0 {
 				delete(b.rooms, room)
+				delete(b.seen, room)
 			}
 		}
 	}
@@ -763,6 +796,7 @@ func (b *RedisBus) received(p string) {
 	var onward map[string][]string
 	now := time.Now()
 	b.mu.Lock()
+	b.observe(f)
 	for peer := range strings.SplitSeq(list, ",") {
 		if d := b.deliver[peer]; d != nil {
 			d(f)
@@ -852,13 +886,82 @@ func (b *RedisBus) watch() {
 			b.up.Store(true)
 			b.log.Info("signaling: redis is back")
 		default:
-			// Only a node that has been up for a whole presence timeout judges the others:
-			// after an outage, every live node has beaten by then.
-			if time.Since(time.Unix(0, b.upSince.Load())) >= b.presence {
-				b.reap(ctx)
+			b.refreshSeen(ctx)
+			// Only a node that has been up for a whole presence timeout judges the others,
+			// or tells rooms who left during an outage: after an outage, every live node has
+			// beaten and put its members back by then.
+			if time.Since(time.Unix(0, b.upSince.Load())) < b.presence {
+				break
 			}
+			b.mu.RLock()
+			departed := len(b.departed)
+			b.mu.RUnlock()
+			if departed > 0 { // leaves that failed: finish them, then tell the rooms
+				if err := b.resync(ctx); err != nil {
+					b.metrics.errors.WithLabelValues("resync").Inc()
+				} else {
+					b.tell()
+				}
+			}
+			b.reap(ctx)
 		}
 		cancel()
+	}
+}
+
+// observe keeps seen current with the peer-joined and peer-left frames that pass through
+// this node; b.mu is held.
+func (b *RedisBus) observe(frame []byte) {
+	if !bytes.HasPrefix(frame, []byte(`{"type":"peer-`)) {
+		return
+	}
+	var m peerJoinedMsg
+	if json.Unmarshal(frame, &m) != nil {
+		return
+	}
+	seen, ok := b.seen[m.Room]
+	if !ok {
+		return
+	}
+	seen = slices.DeleteFunc(seen, func(x Member) bool { return x.Peer == m.Peer })
+	if m.Type == TypePeerJoined {
+		seen = append(seen, Member{Peer: m.Peer, Meta: m.Meta})
+	}
+	b.seen[m.Room] = seen
+}
+
+// refreshSeen rereads the membership of every room with peers on this node, in one pipeline,
+// so that what Members answers during an outage is at most a heartbeat old.
+func (b *RedisBus) refreshSeen(ctx context.Context) {
+	b.mu.RLock()
+	rooms := make([]string, 0, len(b.rooms))
+	for r := range b.rooms {
+		rooms = append(rooms, r)
+	}
+	b.mu.RUnlock()
+	if len(rooms) == 0 {
+		return
+	}
+	pipe := b.rdb.Pipeline()
+	cmds := make([]*redis.MapStringStringCmd, len(rooms))
+	for i, r := range rooms {
+		cmds[i] = pipe.HGetAll(ctx, roomKey(r))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		b.metrics.errors.WithLabelValues("members").Inc()
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i, r := range rooms {
+		if _, local := b.rooms[r]; !local {
+			continue
+		}
+		flat := make([]any, 0, 2*len(cmds[i].Val()))
+		for k, v := range cmds[i].Val() {
+			flat = append(flat, k, v)
+		}
+		b.seen[r] = parseMembers(flat, "")
 	}
 }
 
@@ -905,7 +1008,8 @@ func (b *RedisBus) reap(ctx context.Context) {
 }
 
 // resync makes Redis hold this node's members again after an outage (Redis may have
-// restarted empty), and removes the ones that left meanwhile.
+// restarted empty), and removes the ones that left meanwhile (they stay in departed until
+// tell tells their rooms).
 func (b *RedisBus) resync(ctx context.Context) error {
 	entries, err := b.rdb.SMembers(ctx, nodePeers(b.node)).Result()
 	if err != nil {
@@ -918,21 +1022,27 @@ func (b *RedisBus) resync(ctx context.Context) error {
 			local[room+"|"+p] = meta
 		}
 	}
+	gone := map[string]bool{}
+	for e := range b.departed {
+		gone[e] = true
+	}
 	b.mu.RUnlock()
 	for _, e := range entries {
+		if _, ok := local[e]; !ok {
+			gone[e] = true
+		}
+	}
+	for e := range gone {
 		if _, ok := local[e]; ok {
-			continue
+			continue // left and joined again meanwhile
 		}
 		room, peer, _ := strings.Cut(e, "|")
 		if err := leaveScript.Run(ctx, b.rdb, nil, room, peer).Err(); err != nil {
 			return err
 		}
-		b.mu.RLock()
-		gone := b.gone
-		b.mu.RUnlock()
-		if gone != nil {
-			gone(room, peer)
-		}
+		b.mu.Lock()
+		b.departed[e] = struct{}{} // told once the bus is up
+		b.mu.Unlock()
 	}
 	for e, meta := range local {
 		room, peer, _ := strings.Cut(e, "|")
@@ -947,6 +1057,25 @@ func (b *RedisBus) resync(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// tell lets the rooms know that the departed peers of this node are gone; the bus is up.
+func (b *RedisBus) tell() {
+	b.mu.Lock()
+	gone := b.gone
+	var left []string
+	for e := range b.departed {
+		left = append(left, e)
+	}
+	clear(b.departed)
+	b.mu.Unlock()
+	if gone == nil {
+		return
+	}
+	for _, e := range left {
+		room, peer, _ := strings.Cut(e, "|")
+		gone(room, peer)
+	}
 }
 
 // busMetrics are the icebox_signaling_bus_* series.

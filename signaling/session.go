@@ -95,11 +95,19 @@ func (s *session) index(seq uint64) int {
 func (s *session) wrote(c *conn, seq uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.conn != c || seq <= s.cursor {
+	// A frame written by a connection that dropped meanwhile still went out: the client may
+	// have it and say so when it resumes (last), so it counts as written.
+	if seq <= s.written {
+		if s.conn == c && seq > s.cursor {
+			s.cursor = seq
+		}
+		return
+	}
+	s.written = seq
+	if s.conn != c {
 		return
 	}
 	s.cursor = seq
-	s.written = max(s.written, seq)
 	if unacked := s.index(s.written + 1); unacked > maxUnacked {
 		s.drop(unacked - maxUnacked)
 	}

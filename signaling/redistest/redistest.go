@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -95,8 +96,14 @@ func (s *Server) Restart() {
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) { // the port may linger for a moment after a kill
 		cmd := exec.Command(s.path, args...) //nolint:gosec // redis-server from PATH
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err = cmd.Start(); err != nil {
+		log, lerr := os.OpenFile(filepath.Join(s.dir, "redis.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if lerr != nil {
+			s.t.Fatal(lerr)
+		}
+		cmd.Stdout, cmd.Stderr = log, log
+		err = cmd.Start()
+		_ = log.Close() // the child has its own descriptor
+		if err != nil {
 			s.t.Fatalf("starting redis-server: %v", err)
 		}
 		s.cmd = cmd
