@@ -77,7 +77,7 @@ func TestBinaryTwoNodesOnRedis(t *testing.T) {
 		}
 		return sigclient.Message{}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	alice, bob := dial(urls[0]), dial(urls[1])
 	if _, err := alice.Join(ctx, "call", nil); err != nil {
@@ -123,4 +123,28 @@ func TestBinaryTwoNodesOnRedis(t *testing.T) {
 	}
 	// /readyz of the survivor is 200 throughout.
 	waitStatus(t, &http.Client{}, urls[1]+"/readyz", 200)
+
+	// Redis goes away: the node says so, and TURN credentials and readiness are unaffected.
+	r.Stop()
+	nodes[1].waitLog(t, "signaling: redis lost: joins are refused (unavailable) until it is back; connected clients stay")
+	for _, path := range []string{"/readyz", "/ice-config"} {
+		resp, err := http.Get(urls[1] + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("%s during the redis outage: %d, want 200", path, resp.StatusCode)
+		}
+	}
+	if err := bob.Ping(ctx); err != nil {
+		t.Fatalf("bob lost his connection during the outage: %v", err)
+	}
+	r.Restart()
+	nodes[1].waitLog(t, "signaling: redis is back")
+	carol := dial(urls[1])
+	if _, err := carol.Join(ctx, "call", nil); err != nil {
+		t.Fatalf("join after redis came back: %v", err)
+	}
+	next(bob, "peer-joined", 10*time.Second)
 }
