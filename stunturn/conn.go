@@ -33,7 +33,7 @@ func newPacketConn(pc net.PacketConn, t *transport) *packetConn {
 	if u, ok := pc.(*net.UDPConn); ok && t.fast != nil {
 		if raw, err := newRawUDP(u); err == nil {
 			c.raw = raw
-			c.loop = newReadLoop(raw, listenBatch, 0, relayMTU, func(b []byte, n int, from netip.AddrPort) bool {
+			c.loop = newReadLoop(raw, listenBatch, listenBatch, 0, relayMTU, func(b []byte, n int, from netip.AddrPort) bool {
 				return !t.fast.forwardToPeer(b[:n], from)
 			})
 		}

@@ -108,6 +108,8 @@ func ntohs(p uint16) uint16 { return p<<8 | p>>8 }
 type readLoop struct {
 	r      *rawUDP
 	off    int
+	size   int
+	max    int // the batch grows up to this when reads fill it: memory only where traffic is
 	bufs   [][]byte
 	sas    []unix.RawSockaddrAny
 	iovs   []unix.Iovec
@@ -123,20 +125,31 @@ type readLoop struct {
 	err  error
 }
 
-func newReadLoop(r *rawUDP, batch, off, size int, handle func(b []byte, n int, from netip.AddrPort) bool) *readLoop {
-	l := &readLoop{r: r, off: off, handle: handle,
-		bufs: make([][]byte, batch), sas: make([]unix.RawSockaddrAny, batch),
-		iovs: make([]unix.Iovec, batch), msgs: make([]unix.Mmsghdr, batch)}
-	for i := range batch {
-		l.bufs[i] = make([]byte, off+size)
-		l.iovs[i].Base = &l.bufs[i][off]
-		l.iovs[i].SetLen(size)
-		l.msgs[i].Hdr.Iov = &l.iovs[i]
-		l.msgs[i].Hdr.SetIovlen(1)
-		l.msgs[i].Hdr.Name = (*byte)(unsafe.Pointer(&l.sas[i])) //nolint:gosec // the sockaddr buffer of the system call
-	}
+func newReadLoop(r *rawUDP, batch, maxBatch, off, size int, handle func(b []byte, n int, from netip.AddrPort) bool) *readLoop {
+	l := &readLoop{r: r, off: off, size: size, max: max(batch, maxBatch), handle: handle}
+	l.resize(batch)
 	l.fn = l.read
 	return l
+}
+
+// resize makes room for batch datagrams per read, keeping the buffers there are (a kept
+// datagram stays valid).
+//
+//nolint:gosec // unsafe: the sockaddr buffers of the system call
+func (l *readLoop) resize(batch int) {
+	for len(l.bufs) < batch {
+		l.bufs = append(l.bufs, make([]byte, l.off+l.size))
+	}
+	l.sas = make([]unix.RawSockaddrAny, batch)
+	l.iovs = make([]unix.Iovec, batch)
+	l.msgs = make([]unix.Mmsghdr, batch)
+	for i := range batch {
+		l.iovs[i].Base = &l.bufs[i][l.off]
+		l.iovs[i].SetLen(l.size)
+		l.msgs[i].Hdr.Iov = &l.iovs[i]
+		l.msgs[i].Hdr.SetIovlen(1)
+		l.msgs[i].Hdr.Name = (*byte)(unsafe.Pointer(&l.sas[i]))
+	}
 }
 
 //nolint:gosec // unsafe: the message array for the system call, as package syscall does
@@ -151,6 +164,9 @@ func (l *readLoop) read(fd uintptr) bool {
 				l.cur, l.n, l.from = i, n, from
 				return true
 			}
+		}
+		if l.cnt == len(l.msgs) && l.cnt < l.max { // the last read filled the batch
+			l.resize(l.max)
 		}
 		for i := range l.msgs {
 			l.msgs[i].Hdr.Namelen = unix.SizeofSockaddrAny

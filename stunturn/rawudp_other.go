@@ -28,7 +28,7 @@ type readLoop struct {
 	handle func(b []byte, n int, from netip.AddrPort) bool
 }
 
-func newReadLoop(r *rawUDP, _, off, size int, handle func([]byte, int, netip.AddrPort) bool) *readLoop {
+func newReadLoop(r *rawUDP, _, _, off, size int, handle func([]byte, int, netip.AddrPort) bool) *readLoop {
 	return &readLoop{r: r, off: off, buf: make([]byte, off+size), handle: handle}
 }
 

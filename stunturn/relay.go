@@ -113,7 +113,7 @@ func (r *relayAllocator) bindPort(port int) (net.PacketConn, net.Addr, error) {
 		return nil, nil, err
 	}
 	rc := &relayConn{UDPConn: conn, raw: raw, alloc: r, port: port, policy: r.policy, metrics: r.metrics}
-	rc.loop = newReadLoop(raw, relayBatch, 4, relayMTU, rc.fromPeer)
+	rc.loop = newReadLoop(raw, 1, relayBatch, 4, relayMTU, rc.fromPeer)
 	r.conns[port] = rc
 	return rc, &net.UDPAddr{IP: r.public, Port: port}, nil
 }
@@ -166,8 +166,9 @@ type relayConn struct {
 const (
 	// relayMTU is the largest datagram relayed, as pion's own reader takes.
 	relayMTU = 1600
-	// relayBatch datagrams are read from a relay socket at once: few, since a socket serves one
-	// allocation and its buffers are memory held for each.
+	// relayBatch datagrams at most are read from a relay socket at once: few, since a socket
+	// serves one allocation and its buffers are memory held for each. A relay socket starts
+	// with one buffer and grows to relayBatch only once a read fills its batch (a busy peer).
 	relayBatch = 4
 	// listenBatch datagrams are read from a listening socket at once: it carries every client.
 	listenBatch = 32

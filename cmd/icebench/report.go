@@ -43,6 +43,7 @@ func writeReport(o *compareOptions, res roundResults, commands []string) string 
 		{"video", "loss", "%", func(r turnResult) float64 { return 100 * r.Loss }, "", nil, true},
 		{"video", "RTT p50 / p99", "ms", nil, "", nil, true},
 		{"allocation rate", "allocations per second", "/s", func(r turnResult) float64 { return r.AllocationsPerSec }, ">= 2x", func(x float64) bool { return x >= 2 }, false},
+		{"allocation rate", "server CPU per allocation (Allocate, its 401, and the release)", "µs", func(r turnResult) float64 { return r.CPUPerAllocationUs }, "", nil, true},
 		{"idle allocations", "server RSS", "MiB", func(r turnResult) float64 { return float64(r.RSSKiB) / 1024 }, "<= 1.0x", func(x float64) bool { return x <= 1.0 }, true},
 	}
 	key := map[string]string{}
@@ -66,6 +67,9 @@ func writeReport(o *compareOptions, res roundResults, commands []string) string 
 	sc := median(pick(res.saturation["coturn"], func(r turnResult) float64 { return r.DeliveredPerSec }))
 	p("| saturation: 100 allocations, audio packets | highest load relayed with < 1%% loss | %s | %s | %s | >= 1.2x | %s |\n",
 		num(si, "pps"), num(sc, "pps"), ratio(si, sc), verdict(si, sc, func(x float64) bool { return x >= 1.2 }))
+	ci := median(pick(res.saturation["icebox"], func(r turnResult) float64 { return r.CPUPerPacketUs }))
+	cc := median(pick(res.saturation["coturn"], func(r turnResult) float64 { return r.CPUPerPacketUs }))
+	p("| saturation | server CPU per relayed packet at that load | %s | %s | %s | | |\n", num(ci, "µs"), num(cc, "µs"), ratio(ci, cc))
 
 	p("\n### Every round\n\n```\n")
 	for _, name := range sortedKeys(res.turn) {
