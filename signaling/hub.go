@@ -365,6 +365,9 @@ func (h *Hub) giveAway(token, user string) (*handover, bool) {
 	h.mu.Unlock()
 
 	s.op.Lock() // no message of the session half handled
+	// From now on the bus passes frames for the peer on to the other node; those already in
+	// the mailbox go with the session.
+	h.bus.Detach(s.peer)
 	s.mu.Lock()
 	if s.ended && !closed {
 		s.mu.Unlock()
@@ -384,7 +387,6 @@ func (h *Hub) giveAway(token, user string) (*handover, bool) {
 	s.mu.Unlock()
 	s.op.Unlock()
 
-	h.bus.Detach(s.peer)
 	if c != nil {
 		c.close(CloseReplaced, "resumed on another node", nil, "moved")
 	}

@@ -448,3 +448,118 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestRedisChurn: while peers on both nodes broadcast, other peers keep dropping and resuming
+// on the other node; each of them still gets every message of every sender exactly once and
+// in order, as from one icebox.
+func TestRedisChurn(t *testing.T) {
+	r := redistest.Start(t, redistest.Options{})
+	nodes := [2]*server{}
+	nodes[0], nodes[1] = twoNodes(t, r, func(c *signalingConfig) { c.ResumeGrace = time.Minute }, 0)
+	const senders, receivers, perSender, moves = 3, 4, 60, 4
+
+	type rx struct {
+		c    *sigclient.Client
+		node int
+	}
+	var rxs []*rx
+	for i := range receivers {
+		c, _ := join(t, nodes[i%2], "churn", nil)
+		rxs = append(rxs, &rx{c: c, node: i % 2})
+	}
+	var txs []*sigclient.Client
+	for i := range senders {
+		c, _ := join(t, nodes[(i+1)%2], "churn", nil)
+		txs = append(txs, c)
+		go func() { // senders hear each other: keep their mailboxes empty
+			for range c.Messages() {
+			}
+		}()
+	}
+
+	var wg sync.WaitGroup
+	results := make([]map[string][]int, receivers)
+	for i, x := range rxs {
+		results[i] = map[string][]int{}
+		wg.Go(func() {
+			got := 0
+			record := func(m sigclient.Message) bool {
+				if m.Type != "broadcast" {
+					return true
+				}
+				var k int
+				if err := jsonUnmarshal(m.Data, &k); err != nil {
+					t.Errorf("receiver %d: data %s", i, m.Data)
+					return false
+				}
+				results[i][m.From] = append(results[i][m.From], k)
+				got++
+				return true
+			}
+			for got < senders*perSender {
+				select {
+				case m, ok := <-x.c.Messages():
+					if !ok {
+						t.Errorf("receiver %d: connection ended: %v", i, x.c.Err())
+						return
+					}
+					if !record(m) {
+						return
+					}
+					if got%(senders*perSender/(moves+1)) == 0 && got < senders*perSender {
+						// Drop, and resume on the other node, from the last message it has:
+						// what the client read before the socket closed, it keeps.
+						_ = x.c.Close()
+						for m := range x.c.Messages() {
+							if !record(m) {
+								return
+							}
+						}
+						token, last := x.c.Welcome().Resume, x.c.LastSeq()
+						x.node = 1 - x.node
+						c, err := sigclient.Dial(ctx(t), nodes[x.node].URL, sigclient.Options{Resume: token, Last: last})
+						if err != nil {
+							t.Errorf("receiver %d: resume: %v", i, err)
+							return
+						}
+						if !c.Welcome().Resumed {
+							t.Errorf("receiver %d: not resumed: %s", i, c.Welcome().Raw)
+							return
+						}
+						x.c = c
+					}
+				case <-time.After(20 * time.Second):
+					t.Errorf("receiver %d: stuck after %d messages", i, got)
+					return
+				}
+			}
+		})
+	}
+	for k := range perSender {
+		for _, c := range txs {
+			if err := c.Broadcast(k); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	wg.Wait()
+	for _, x := range rxs {
+		_ = x.c.Close()
+	}
+	for i := range receivers {
+		for _, c := range txs {
+			ks := results[i][c.Welcome().Peer]
+			if len(ks) != perSender {
+				t.Errorf("receiver %d got %d messages from a sender, want %d: %v", i, len(ks), perSender, ks)
+				continue
+			}
+			for k, v := range ks {
+				if v != k {
+					t.Errorf("receiver %d: message %d from a sender is %d (order or duplicate): %v", i, k, v, ks)
+					break
+				}
+			}
+		}
+	}
+}

@@ -51,8 +51,12 @@ type RedisBus struct {
 	ps     *redis.PubSub
 
 	mu      sync.RWMutex
-	deliver map[string]func([]byte)      // peers attached on this node
-	held    map[string][][]byte          // peers being handed to this node: frames until Attach
+	deliver map[string]func([]byte) // peers attached on this node
+	held    map[string][][]byte     // peers being handed to this node: frames until Attach
+	// fences hold the frames that reach a peer moving here directly (not passed on by its old
+	// node) until the old node says it passed on the last one: a sender's frames stay in
+	// order across the move.
+	fences  map[string]*fence
 	rooms   map[string]map[string]string // this node's members: room -> peer -> meta
 	forward map[string]forwarding        // peers handed to another node, recently
 	waits   map[string]chan *handover    // take requests in flight, by id
@@ -69,6 +73,11 @@ type RedisBus struct {
 	up      atomic.Bool
 	upSince atomic.Int64 // unix nanoseconds of the last recovery (or the start)
 	closed  atomic.Bool
+}
+
+type fence struct {
+	frames [][]byte
+	timer  *time.Timer
 }
 
 type forwarding struct {
@@ -132,7 +141,7 @@ func NewRedisBus(ctx context.Context, o RedisOptions) (*RedisBus, error) {
 		log:     o.Logger.With("redis", redacted, "node", o.Node),
 		deliver: map[string]func([]byte){}, held: map[string][][]byte{}, rooms: map[string]map[string]string{},
 		forward: map[string]forwarding{}, waits: map[string]chan *handover{}, departed: map[string]struct{}{},
-		seen: map[string][]Member{},
+		seen: map[string][]Member{}, fences: map[string]*fence{},
 	}
 	// go-redis logs its reconnections on stderr, in its own format: into icebox's log, at
 	// debug level (the bus itself reports an outage, once, as an error).
@@ -212,7 +221,15 @@ const (
 	kindTake     = 't' // t {"id","token","user","from"}
 	kindHandover = 'h' // h {"id","session"}
 	kindProbe    = 'p' // p id: a node checking that its own subscription is back
+	kindForward  = 'f' // f peer,peer,...\n frame: passed on by the node a peer moved from
+	kindMoved    = 'm' // m peer|node: the peer now lives on node (to the node it moved from)
+	kindMark     = 'k' // k peer|node: that node's own marker, behind every frame routed to it before the move
+	kindFence    = 'e' // e peer: no more frames for peer come through its old node
 )
+
+// fenceTimeout bounds how long frames for a peer that just moved here wait for the last ones
+// its old node passes on (that node died meanwhile).
+const fenceTimeout = 3 * time.Second
 
 // Scripts. Keys are built inside the scripts from the names above.
 var (
@@ -493,11 +510,7 @@ func (b *RedisBus) Send(ctx context.Context, room string, peers []string, frame 
 	b.mu.Lock()
 	b.observe(frame)
 	for _, p := range peers {
-		if d := b.deliver[p]; d != nil {
-			d(frame)
-		} else if q, ok := b.held[p]; ok {
-			b.held[p] = append(q, frame)
-		} else {
+		if !b.local(p, frame, false) {
 			remote = append(remote, p)
 		}
 	}
@@ -517,6 +530,42 @@ func (b *RedisBus) Send(ctx context.Context, room string, peers []string, frame 
 	return nil
 }
 
+// local delivers f to peer if it lives on this node (or is moving here), and reports whether
+// it does; forwarded says f was passed on by the peer's old node. b.mu is held.
+func (b *RedisBus) local(peer string, f []byte, forwarded bool) bool {
+	if fe := b.fences[peer]; fe != nil && !forwarded {
+		fe.frames = append(fe.frames, f)
+		return true
+	}
+	if d := b.deliver[peer]; d != nil {
+		d(f)
+		return true
+	}
+	if q, ok := b.held[peer]; ok {
+		b.held[peer] = append(q, f)
+		return true
+	}
+	return false
+}
+
+// release ends the fence of peer: the frames it kept are delivered, in order, after the ones
+// passed on by the old node.
+func (b *RedisBus) release(peer string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	fe := b.fences[peer]
+	if fe == nil {
+		return
+	}
+	delete(b.fences, peer)
+	if fe.timer != nil {
+		fe.timer.Stop()
+	}
+	for _, f := range fe.frames {
+		b.local(peer, f, true)
+	}
+}
+
 // Attach implements Bus; frames held for peer during a handover are delivered first.
 func (b *RedisBus) Attach(peer string, deliver func([]byte)) {
 	b.mu.Lock()
@@ -531,6 +580,19 @@ func (b *RedisBus) Attach(peer string, deliver func([]byte)) {
 // Detach implements Bus.
 func (b *RedisBus) Detach(peer string) {
 	b.mu.Lock()
+	if fe := b.fences[peer]; fe != nil {
+		// Moving on before the last move settled: what the fence kept goes into the session
+		// (and with it to the next node), ahead of anything the first node still passes on.
+		if fe.timer != nil {
+			fe.timer.Stop()
+		}
+		delete(b.fences, peer)
+		if d := b.deliver[peer]; d != nil {
+			for _, f := range fe.frames {
+				d(f)
+			}
+		}
+	}
 	delete(b.deliver, peer)
 	delete(b.held, peer)
 	for room, ps := range b.rooms {
@@ -708,20 +770,39 @@ func (b *RedisBus) forgetToken(ctx context.Context, token string) {
 
 // moved implements sessionStore: the session of h now lives here.
 func (b *RedisBus) moved(ctx context.Context, h *handover) {
+	b.mu.Lock()
+	delete(b.held, h.Peer) // Attach delivered them
 	if h.Room != "" {
-		b.mu.Lock()
 		if b.rooms[h.Room] == nil {
 			b.rooms[h.Room] = map[string]string{}
 		}
 		b.rooms[h.Room][h.Peer] = string(h.Meta)
-		b.mu.Unlock()
-		if !h.Adopted { // adopting moved it already
-			if err := moveScript.Run(ctx, b.rdb, nil, h.Peer, b.node).Err(); err != nil && !errors.Is(err, redis.Nil) {
-				b.log.Warn("signaling: moving a resumed peer", "err", b.failed("move", err))
-			}
-		}
 	}
-	b.unhold(h.Peer)
+	b.mu.Unlock()
+	if h.Adopted || h.Room == "" { // nothing comes through the old node
+		b.release(h.Peer)
+		return
+	}
+	// Senders now route to this node. The frames they routed to the old node before reach
+	// here passed on by it; the fence keeps the direct ones behind those until the old node
+	// has passed on its last one (its marker to itself comes back behind every frame
+	// published to it before the move).
+	if err := moveScript.Run(ctx, b.rdb, nil, h.Peer, b.node).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		b.log.Warn("signaling: moving a resumed peer", "err", b.failed("move", err))
+		b.release(h.Peer)
+		return
+	}
+	if err := b.rdb.Publish(ctx, nodeChannel(h.From), string(kindMoved)+h.Peer+"|"+b.node).Err(); err != nil {
+		b.metrics.errors.WithLabelValues("publish").Inc()
+		b.release(h.Peer)
+		return
+	}
+	b.metrics.published.Inc()
+	b.mu.Lock()
+	if fe := b.fences[h.Peer]; fe != nil {
+		fe.timer = time.AfterFunc(fenceTimeout, func() { b.release(h.Peer) })
+	}
+	b.mu.Unlock()
 }
 
 // hold starts keeping the frames that reach this node for peer, until Attach.
@@ -730,12 +811,22 @@ func (b *RedisBus) hold(peer string) {
 	if _, ok := b.held[peer]; !ok {
 		b.held[peer] = [][]byte{}
 	}
+	if b.fences[peer] == nil {
+		b.fences[peer] = &fence{}
+	}
 	b.mu.Unlock()
 }
 
+// unhold forgets a peer whose handover failed, and what was kept for it.
 func (b *RedisBus) unhold(peer string) {
 	b.mu.Lock()
 	delete(b.held, peer)
+	if fe := b.fences[peer]; fe != nil {
+		if fe.timer != nil {
+			fe.timer.Stop()
+		}
+		delete(b.fences, peer)
+	}
 	b.mu.Unlock()
 }
 
@@ -749,7 +840,24 @@ func (b *RedisBus) receive(msgs <-chan *redis.Message) {
 		}
 		switch p[0] {
 		case kindDeliver:
-			b.received(p[1:])
+			b.received(p[1:], false)
+		case kindForward:
+			b.received(p[1:], true)
+		case kindMoved: // a peer of ours lives elsewhere now: mark the end of what we route on
+			if err := b.rdb.Publish(b.ctx, nodeChannel(b.node), string(kindMark)+p[1:]).Err(); err != nil {
+				b.metrics.errors.WithLabelValues("publish").Inc()
+			}
+		case kindMark:
+			peer, node, ok := strings.Cut(p[1:], "|")
+			if !ok {
+				b.metrics.errors.WithLabelValues("message").Inc()
+				continue
+			}
+			if err := b.rdb.Publish(b.ctx, nodeChannel(node), string(kindFence)+peer).Err(); err != nil {
+				b.metrics.errors.WithLabelValues("publish").Inc()
+			}
+		case kindFence:
+			b.release(p[1:])
 		case kindTake:
 			var t takeMsg
 			if json.Unmarshal([]byte(p[1:]), &t) != nil {
@@ -786,7 +894,7 @@ func (b *RedisBus) receive(msgs <-chan *redis.Message) {
 
 // received delivers a frame published for peers of this node; frames for a peer handed to
 // another node are passed on there.
-func (b *RedisBus) received(p string) {
+func (b *RedisBus) received(p string, forwarded bool) {
 	list, frame, ok := strings.Cut(p, "\n")
 	if !ok {
 		b.metrics.errors.WithLabelValues("message").Inc()
@@ -798,11 +906,10 @@ func (b *RedisBus) received(p string) {
 	b.mu.Lock()
 	b.observe(f)
 	for peer := range strings.SplitSeq(list, ",") {
-		if d := b.deliver[peer]; d != nil {
-			d(f)
-		} else if q, ok := b.held[peer]; ok {
-			b.held[peer] = append(q, f)
-		} else if fw, ok := b.forward[peer]; ok && now.Before(fw.until) {
+		if b.local(peer, f, forwarded) {
+			continue
+		}
+		if fw, ok := b.forward[peer]; ok && now.Before(fw.until) {
 			if onward == nil {
 				onward = map[string][]string{}
 			}
@@ -811,7 +918,7 @@ func (b *RedisBus) received(p string) {
 	}
 	b.mu.Unlock()
 	for node, peers := range onward {
-		msg := string(kindDeliver) + strings.Join(peers, ",") + "\n" + frame
+		msg := string(kindForward) + strings.Join(peers, ",") + "\n" + frame
 		if err := b.rdb.Publish(b.ctx, nodeChannel(node), msg).Err(); err != nil {
 			b.metrics.errors.WithLabelValues("publish").Inc()
 			continue
