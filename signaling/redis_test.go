@@ -527,6 +527,8 @@ func TestRedisChurn(t *testing.T) {
 							return
 						}
 						x.c = c
+						// A real client takes a reconnect's time before it could move again.
+						time.Sleep(50 * time.Millisecond)
 					}
 				case <-time.After(20 * time.Second):
 					t.Errorf("receiver %d: stuck after %d messages", i, got)

@@ -56,10 +56,13 @@ type RedisBus struct {
 	// fences hold the frames that reach a peer moving here directly (not passed on by its old
 	// node) until the old node says it passed on the last one: a sender's frames stay in
 	// order across the move.
-	fences  map[string]*fence
-	rooms   map[string]map[string]string // this node's members: room -> peer -> meta
-	forward map[string]forwarding        // peers handed to another node, recently
-	waits   map[string]chan *handover    // take requests in flight, by id
+	fences map[string]*fence
+	// deferred are other nodes' requests for a fenced peer's session: it moves on once its
+	// fence is released, so that no frame overtakes another on the way.
+	deferred map[string][]takeMsg
+	rooms    map[string]map[string]string // this node's members: room -> peer -> meta
+	forward  map[string]forwarding        // peers handed to another node, recently
+	waits    map[string]chan *handover    // take requests in flight, by id
 	// departed are "room|peer" of this node that left while Redis was unreachable: when it is
 	// back, they are removed and their rooms told, even if Redis restarted empty.
 	departed map[string]struct{}
@@ -141,7 +144,7 @@ func NewRedisBus(ctx context.Context, o RedisOptions) (*RedisBus, error) {
 		log:     o.Logger.With("redis", redacted, "node", o.Node),
 		deliver: map[string]func([]byte){}, held: map[string][][]byte{}, rooms: map[string]map[string]string{},
 		forward: map[string]forwarding{}, waits: map[string]chan *handover{}, departed: map[string]struct{}{},
-		seen: map[string][]Member{}, fences: map[string]*fence{},
+		seen: map[string][]Member{}, fences: map[string]*fence{}, deferred: map[string][]takeMsg{},
 	}
 	// go-redis logs its reconnections on stderr, in its own format: into icebox's log, at
 	// debug level (the bus itself reports an outage, once, as an error).
@@ -229,7 +232,8 @@ const (
 
 // fenceTimeout bounds how long frames for a peer that just moved here wait for the last ones
 // its old node passes on (that node died meanwhile).
-const fenceTimeout = 3 * time.Second
+// Shorter than handoverTimeout: a request deferred behind a fence is answered in time.
+const fenceTimeout = 1500 * time.Millisecond
 
 // Scripts. Keys are built inside the scripts from the names above.
 var (
@@ -552,9 +556,9 @@ func (b *RedisBus) local(peer string, f []byte, forwarded bool) bool {
 // passed on by the old node.
 func (b *RedisBus) release(peer string) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	fe := b.fences[peer]
 	if fe == nil {
+		b.mu.Unlock()
 		return
 	}
 	delete(b.fences, peer)
@@ -563,6 +567,12 @@ func (b *RedisBus) release(peer string) {
 	}
 	for _, f := range fe.frames {
 		b.local(peer, f, true)
+	}
+	takes := b.deferred[peer]
+	delete(b.deferred, peer)
+	b.mu.Unlock()
+	for _, t := range takes {
+		b.handTake(t)
 	}
 }
 
@@ -927,26 +937,43 @@ func (b *RedisBus) received(p string, forwarded bool) {
 	}
 }
 
-// handTake answers another node asking for a session of this node.
+// handTake answers another node asking for a session of this node. The frames for its peer
+// are passed on from before the session leaves the hub, so none is dropped on the way; a peer
+// that itself just moved here goes on only once its fence is released.
 func (b *RedisBus) handTake(t takeMsg) {
-	b.mu.RLock()
+	peer := b.peerOf(t.Token)
+	now := time.Now()
+	b.mu.Lock()
 	give := b.give
-	b.mu.RUnlock()
+	if peer != "" && b.fences[peer] != nil {
+		b.deferred[peer] = append(b.deferred[peer], t)
+		b.mu.Unlock()
+		return
+	}
+	for p, fw := range b.forward {
+		if now.After(fw.until) {
+			delete(b.forward, p)
+		}
+	}
+	prev, had := b.forward[peer]
+	if peer != "" {
+		b.forward[peer] = forwarding{node: t.From, until: now.Add(forwardFor)}
+	}
+	b.mu.Unlock()
 	var h *handover
 	if give != nil {
 		h, _ = give(t.Token, t.User)
 	}
-	if h != nil {
-		b.mu.Lock()
-		now := time.Now()
-		for p, fw := range b.forward {
-			if now.After(fw.until) {
-				delete(b.forward, p)
-			}
-		}
+	b.mu.Lock()
+	switch {
+	case h != nil && h.Peer != peer: // no record of the token: passed on from now
 		b.forward[h.Peer] = forwarding{node: t.From, until: now.Add(forwardFor)}
-		b.mu.Unlock()
+	case h == nil && peer != "" && had:
+		b.forward[peer] = prev
+	case h == nil && peer != "":
+		delete(b.forward, peer)
 	}
+	b.mu.Unlock()
 	msg, _ := json.Marshal(handoverMsg{ID: t.ID, Session: h})
 	ctx, cancel := context.WithTimeout(b.ctx, time.Second)
 	defer cancel()
@@ -955,6 +982,22 @@ func (b *RedisBus) handTake(t takeMsg) {
 		return
 	}
 	b.metrics.published.Inc()
+}
+
+// peerOf is the peer whose session on this node token resumes, from its record; "" when
+// there is none.
+func (b *RedisBus) peerOf(token string) string {
+	ctx, cancel := context.WithTimeout(b.ctx, time.Second)
+	defer cancel()
+	rec, err := b.rdb.Get(ctx, sessKey(token)).Result()
+	if err != nil {
+		return ""
+	}
+	parts := strings.SplitN(rec, "|", 3)
+	if len(parts) != 3 || parts[0] != b.node {
+		return ""
+	}
+	return parts[1]
 }
 
 func (b *RedisBus) heartbeat(ctx context.Context) error {

@@ -121,11 +121,14 @@ func (s *session) rewind(last uint64, known bool) {
 	if len(s.queue) > 0 {
 		oldest = s.queue[0].seq
 	}
-	if !known || last+1 < oldest || last > s.written {
+	// A last beyond what was recorded as written is still fine while it names a frame that
+	// exists: its write finished on the old connection just before it dropped.
+	if !known || last+1 < oldest || last >= s.nextSeq {
 		last = oldest - 1
 	}
 	s.drop(s.index(last + 1))
 	s.cursor = last
+	s.written = max(s.written, last)
 }
 
 // ack forgets every frame up to seq: the client has them (its pong answered a ping sent
