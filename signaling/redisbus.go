@@ -710,16 +710,8 @@ func (b *RedisBus) take(ctx context.Context, token, user string) (*handover, err
 	}
 	if ago >= 0 && ago < b.presence.Milliseconds() {
 		// The node is alive: it gives the session away, mailbox and all.
-		id := randomID(9)
-		reply := make(chan *handover, 1)
-		b.mu.Lock()
-		b.waits[id] = reply
-		b.mu.Unlock()
-		defer func() {
-			b.mu.Lock()
-			delete(b.waits, id)
-			b.mu.Unlock()
-		}()
+		id, reply, done := b.await()
+		defer done()
 		msg, _ := json.Marshal(takeMsg{ID: id, Token: token, User: user, From: b.node})
 		if err := b.rdb.Publish(ctx, nodeChannel(from), append([]byte{kindTake}, msg...)).Err(); err != nil {
 			return nil, b.failed("publish", err)
@@ -876,26 +868,14 @@ func (b *RedisBus) receive(msgs <-chan *redis.Message) {
 			}
 			b.handTake(t)
 		case kindProbe:
-			b.mu.Lock()
-			w := b.waits[p[1:]]
-			delete(b.waits, p[1:])
-			b.mu.Unlock()
-			if w != nil {
-				w <- nil
-			}
+			b.answer(p[1:], nil)
 		case kindHandover:
 			var h handoverMsg
 			if json.Unmarshal([]byte(p[1:]), &h) != nil {
 				b.metrics.errors.WithLabelValues("message").Inc()
 				continue
 			}
-			b.mu.Lock()
-			w := b.waits[h.ID]
-			delete(b.waits, h.ID)
-			b.mu.Unlock()
-			if w != nil {
-				w <- h.Session
-			}
+			b.answer(h.ID, h.Session)
 		default:
 			b.metrics.errors.WithLabelValues("message").Inc()
 		}
@@ -1115,19 +1095,36 @@ func (b *RedisBus) refreshSeen(ctx context.Context) {
 	}
 }
 
-// probe publishes to this node's own channel and waits for it to come back: the Pub/Sub
-// connection re-subscribed after an outage.
-func (b *RedisBus) probe(ctx context.Context) bool {
-	id := randomID(9)
-	got := make(chan *handover, 1)
+// await registers a wait for the answer to a request with a fresh id; done ends the wait.
+func (b *RedisBus) await() (id string, answer <-chan *handover, done func()) {
+	id = randomID(9)
+	ch := make(chan *handover, 1)
 	b.mu.Lock()
-	b.waits[id] = got
+	b.waits[id] = ch
 	b.mu.Unlock()
-	defer func() {
+	return id, ch, func() {
 		b.mu.Lock()
 		delete(b.waits, id)
 		b.mu.Unlock()
-	}()
+	}
+}
+
+// answer hands h to whoever waits for the request id, if anyone still does.
+func (b *RedisBus) answer(id string, h *handover) {
+	b.mu.Lock()
+	w := b.waits[id]
+	delete(b.waits, id)
+	b.mu.Unlock()
+	if w != nil {
+		w <- h
+	}
+}
+
+// probe publishes to this node's own channel and waits for it to come back: the Pub/Sub
+// connection re-subscribed after an outage.
+func (b *RedisBus) probe(ctx context.Context) bool {
+	id, got, done := b.await()
+	defer done()
 	if err := b.rdb.Publish(ctx, nodeChannel(b.node), string(kindProbe)+id).Err(); err != nil {
 		return false
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +21,20 @@ import (
 type tab struct {
 	t   *testing.T
 	ctx context.Context
+}
+
+// chat sends text through the demo's chat box (over the data channel).
+func (tb *tab) chat(text string) {
+	tb.t.Helper()
+	if err := chromedp.Do(tb.ctx, chromedp.SendKeys(chromedp.ID("chat-input"), text), chromedp.Click(chromedp.ID("chat-send"))); err != nil {
+		tb.t.Fatal(err)
+	}
+}
+
+// waitChat waits until the page shows a chat message containing text.
+func (tb *tab) waitChat(text string) {
+	tb.t.Helper()
+	tb.wait("the chat message "+strconv.Quote(text), `document.getElementById('messages').textContent.includes(`+strconv.Quote(text)+`)`)
 }
 
 // openTab opens url in a new tab of browser.
@@ -141,13 +156,8 @@ func TestDemoTwoPeersRelayed(t *testing.T) {
 		tb.framesGrow(1)
 		tb.wait("the TURN relay badge", `document.querySelector('#grid .tile:not(.local) .badge')?.textContent === 'TURN relay'`)
 	}
-	if err := chromedp.Do(a.ctx,
-		chromedp.SendKeys(chromedp.ID("chat-input"), "hello from Ada"),
-		chromedp.Click(chromedp.ID("chat-send")),
-	); err != nil {
-		t.Fatal(err)
-	}
-	b.wait("Ada's chat message", `document.getElementById('messages').textContent.includes('hello from Ada')`)
+	a.chat("hello from Ada")
+	b.waitChat("hello from Ada")
 	saveScreenshot(t, a)
 }
 
@@ -314,10 +324,8 @@ func TestDemoSignalingDrop(t *testing.T) {
 		t.Errorf("after the drop Ada is %q, want %q (resumed)", got, adaID)
 	}
 	// The call went on throughout: chat over the data channel and video still flow.
-	if err := chromedp.Do(b.ctx, chromedp.SendKeys(chromedp.ID("chat-input"), "still here"), chromedp.Click(chromedp.ID("chat-send"))); err != nil {
-		t.Fatal(err)
-	}
-	a.wait("Bob's message", `document.getElementById('messages').textContent.includes('still here')`)
+	b.chat("still here")
+	a.waitChat("still here")
 	if left := eval[bool](b, `document.getElementById('messages').textContent.includes('Ada left')`); left {
 		t.Errorf("Bob saw Ada leave during a signaling drop")
 	}
@@ -337,11 +345,6 @@ func TestDemoTwoNodes(t *testing.T) {
 		tb.wait("a connected peer", jsConnected+` === 1`)
 		tb.framesGrow(1)
 	}
-	if err := chromedp.Do(b.ctx,
-		chromedp.SendKeys(chromedp.ID("chat-input"), "hello across nodes"),
-		chromedp.Click(chromedp.ID("chat-send")),
-	); err != nil {
-		t.Fatal(err)
-	}
-	a.wait("Bob's chat message", `document.getElementById('messages').textContent.includes('hello across nodes')`)
+	b.chat("hello across nodes")
+	a.waitChat("hello across nodes")
 }
