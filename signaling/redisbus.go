@@ -263,21 +263,29 @@ if redis.call('HLEN', rk) == 0 then redis.call('DEL', rk, rk .. ':seq') end
 return 1`)
 
 	// sendScript publishes a frame to the node of each peer, one message per node.
+	// Peers the room still places on the calling node ARGV[3] (on their way to another node)
+	// are returned instead: the caller passes their frames on itself, so that its own channel
+	// never carries a frame that could overtake or be overtaken by its direct deliveries.
 	sendScript = redis.NewScript(`
-local rk, frame = 'icebox:room:{' .. ARGV[1] .. '}', ARGV[2]
-local byNode, order = {}, {}
-for i = 3, #ARGV do
+local rk, frame, self = 'icebox:room:{' .. ARGV[1] .. '}', ARGV[2], ARGV[3]
+local byNode, order, mine = {}, {}, {}
+for i = 4, #ARGV do
   local v = redis.call('HGET', rk, ARGV[i])
   if v then
     local n = string.match(v, '^[^|]*|([^|]*)|')
-    if not byNode[n] then byNode[n] = {}; table.insert(order, n) end
-    table.insert(byNode[n], ARGV[i])
+    if n == self then
+      table.insert(mine, ARGV[i])
+    else
+      if not byNode[n] then byNode[n] = {}; table.insert(order, n) end
+      table.insert(byNode[n], ARGV[i])
+    end
   end
 end
 for _, n in ipairs(order) do
   redis.call('PUBLISH', 'icebox:n:{' .. n .. '}', 'd' .. table.concat(byNode[n], ',') .. '\n' .. frame)
 end
-return #order`)
+table.insert(mine, 1, tostring(#order))
+return mine`)
 
 	// moveScript gives peer's membership to node ARGV[2]; it returns the room and meta.
 	moveScript = redis.NewScript(`
@@ -525,12 +533,20 @@ func (b *RedisBus) Send(ctx context.Context, room string, peers []string, frame 
 	if err := b.down("publish"); err != nil {
 		return err
 	}
-	args := append([]any{room, frame}, remote...)
-	n, err := sendScript.Run(ctx, b.rdb, nil, args...).Int()
+	args := append([]any{room, frame, b.node}, remote...)
+	mine, err := sendScript.Run(ctx, b.rdb, nil, args...).StringSlice()
 	if err != nil {
 		return b.failed("publish", err)
 	}
-	b.metrics.published.Add(float64(n))
+	if len(mine) == 0 {
+		return b.failed("publish", errors.New("no answer from the send script"))
+	}
+	if n, err := strconv.Atoi(mine[0]); err == nil {
+		b.metrics.published.Add(float64(n))
+	}
+	if mine = mine[1:]; len(mine) > 0 {
+		b.received(strings.Join(mine, ",")+"\n"+string(frame), false)
+	}
 	return nil
 }
 
