@@ -232,7 +232,7 @@ func timeAfter(seconds int) time.Time { return time.Now().Add(time.Duration(seco
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
 
-// counter sums the series of a metric whose label has value.
+// counter sums the series of a metric whose label has value; with label "", every series.
 func counter(t *testing.T, s *server, name, label, value string) float64 {
 	t.Helper()
 	families, err := s.Registry.Gather()
@@ -245,6 +245,10 @@ func counter(t *testing.T, s *server, name, label, value string) float64 {
 			continue
 		}
 		for _, m := range f.GetMetric() {
+			if label == "" {
+				sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+				continue
+			}
 			for _, l := range m.GetLabel() {
 				if l.GetName() == label && l.GetValue() == value {
 					sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()

@@ -106,26 +106,11 @@ func TestRedisTwoNodes(t *testing.T) {
 }
 
 func published(t *testing.T, s *server) float64 {
-	return plain(t, s, "icebox_signaling_bus_published_total")
-}
-func received(t *testing.T, s *server) float64 {
-	return plain(t, s, "icebox_signaling_bus_received_total")
+	return counter(t, s, "icebox_signaling_bus_published_total", "", "")
 }
 
-// plain is the value of a metric without labels.
-func plain(t *testing.T, s *server, name string) float64 {
-	t.Helper()
-	families, err := s.Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() == name && len(f.GetMetric()) == 1 {
-			m := f.GetMetric()[0]
-			return m.GetCounter().GetValue() + m.GetGauge().GetValue()
-		}
-	}
-	return 0
+func received(t *testing.T, s *server) float64 {
+	return counter(t, s, "icebox_signaling_bus_received_total", "", "")
 }
 
 // TestRedisRoomFullAcrossNodes: joins racing on two nodes never overfill a room.
@@ -353,7 +338,7 @@ func TestRedisOutage(t *testing.T) {
 
 	r.Stop()
 	waitFor(t, "both nodes notice that redis is gone", func() bool { return !a.Bus.Up() && !b.Bus.Up() })
-	if plain(t, a, "icebox_signaling_bus_up") != 0 {
+	if counter(t, a, "icebox_signaling_bus_up", "", "") != 0 {
 		t.Errorf("icebox_signaling_bus_up is not 0 during the outage")
 	}
 	c := dial(t, a, sigclient.Options{})

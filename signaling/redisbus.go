@@ -177,9 +177,6 @@ func NewRedisBus(ctx context.Context, o RedisOptions) (*RedisBus, error) {
 	return b, nil
 }
 
-// Node is this node's id on the bus.
-func (b *RedisBus) Node() string { return b.node }
-
 // Up reports whether Redis answered the last heartbeat.
 func (b *RedisBus) Up() bool { return b.up.Load() }
 
@@ -395,8 +392,7 @@ func (b *RedisBus) Join(ctx context.Context, room string, m Member, max int) ([]
 // member is a room member as Redis holds it.
 type member struct {
 	Member
-	seq  int64
-	node string
+	seq int64 // the join order
 }
 
 // parseMembers reads HGETALL of a room (peer, "seq|node|meta", ...) in join order, without
@@ -428,12 +424,12 @@ func parseRoom(fields []any) []member {
 
 func parseMember(peer, v string) (member, bool) {
 	seq, rest, ok1 := strings.Cut(v, "|")
-	node, meta, ok2 := strings.Cut(rest, "|")
+	_, meta, ok2 := strings.Cut(rest, "|") // the node: Redis scripts route by it, not Go
 	n, err := strconv.ParseInt(seq, 10, 64)
 	if !ok1 || !ok2 || err != nil {
 		return member{}, false
 	}
-	m := member{Member: Member{Peer: peer}, seq: n, node: node}
+	m := member{Member: Member{Peer: peer}, seq: n}
 	if meta != "" {
 		m.Meta = json.RawMessage(meta)
 	}
