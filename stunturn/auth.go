@@ -4,8 +4,6 @@ import (
 	"crypto/md5" //nolint:gosec // the TURN long-term credential key is MD5 by RFC 5389
 	"encoding/binary"
 	"net"
-	"net/netip"
-	"sync"
 	"time"
 
 	"github.com/pion/stun/v3"
@@ -43,33 +41,6 @@ type request struct {
 	// Set under transport.mu.
 	quotaUser string // a turn.user_quota slot is reserved for this user
 	allocated bool   // the Allocate created an allocation, which now owns the slot
-}
-
-// allocation is what icebox remembers of a live allocation, keyed by its client address.
-type allocation struct {
-	username, quotaUser string
-}
-
-// transport is the state of one of the TURN listeners (udp, tcp or tls): each runs its own
-// pion server, so every callback knows which transport it serves.
-type transport struct {
-	name string
-	s    *Server
-
-	// fast holds the bound channels of UDP clients (fastpath.go); out is a listener socket
-	// to send them ChannelData from. Both nil for TCP and TLS.
-	fast *bindings
-	out  *rawUDP
-
-	mu      sync.Mutex
-	pending map[string]*request
-	allocs  map[string]allocation
-	streams map[string]*streamConn // tcp and tls: open connections by client address
-}
-
-func newTransport(name string, s *Server) *transport {
-	return &transport{name: name, s: s, pending: map[string]*request{}, allocs: map[string]allocation{},
-		streams: map[string]*streamConn{}}
 }
 
 // verdict is what the socket wrapper does with a datagram.
@@ -128,12 +99,24 @@ func (t *transport) inspect(src net.Addr, b []byte) (verdict, *request, []byte) 
 		return pass, nil, nil
 	}
 	r := &request{src: src.String(), username: username.String()}
+	r.verify(t.s.secrets, realm.String(), m)
+	if resp := t.control(r, m); resp != nil {
+		return reply, nil, resp // answered here; pion never sees it
+	}
+	t.mu.Lock()
+	t.pending[r.src] = r
+	t.mu.Unlock()
+	return pass, r, nil
+}
+
+// verify finds the secret whose key verifies m, or says why none does.
+func (r *request) verify(secrets *credentials.Secrets, realm string, m *stun.Message) {
 	if exp, _, err := credentials.ParseUsername(r.username); err != nil {
 		r.reason = authMalformed
 	} else {
 		r.expires = exp
-		t.s.secrets.Passwords(r.username, func(password string) bool {
-			key := longTermKey(r.username, realm.String(), password)
+		secrets.Passwords(r.username, func(password string) bool {
+			key := longTermKey(r.username, realm, password)
 			if stun.MessageIntegrity(key).Check(m) == nil {
 				r.key = key
 				return false
@@ -144,10 +127,6 @@ func (t *transport) inspect(src net.Addr, b []byte) (verdict, *request, []byte) 
 			r.reason = authBadHMAC
 		}
 	}
-	t.mu.Lock()
-	t.pending[r.src] = r
-	t.mu.Unlock()
-	return pass, r, nil
 }
 
 // longTermKey is the RFC 5389 long-term credential key MD5(username ":" realm ":" password).
@@ -191,26 +170,34 @@ func (t *transport) authHandler(username, _ string, src net.Addr) ([]byte, bool)
 	key := src.String()
 	t.mu.Lock()
 	r := t.pending[key]
-	held, has := t.allocs[key]
+	held := t.allocs[key]
 	t.mu.Unlock()
 
-	fail := func(reason string) ([]byte, bool) {
+	reason := authBadHMAC
+	if r != nil && r.username == username {
+		reason = t.refusal(r, held, time.Now())
+	}
+	if reason != "" {
 		t.s.metrics.authFailures.WithLabelValues(reason).Inc()
 		return nil, false
 	}
-	switch now := time.Now(); {
-	case r == nil || r.username != username:
-		return fail(authBadHMAC)
-	case r.key == nil:
-		return fail(r.reason)
-	case r.expires.Sub(now) > t.s.maxTTL:
-		return fail(authTooLong)
-	case has && held.username != username:
-		return fail(authWrongUsername) // requests on an allocation use its credentials
-	case !r.expires.After(now) && !has:
-		return fail(authExpired) // an expired username only keeps an existing allocation going
-	}
 	return r.key, true
+}
+
+// refusal is why r may not act on held (the allocation of its client address, nil when there
+// is none), or "" when it may.
+func (t *transport) refusal(r *request, held *allocState, now time.Time) string {
+	switch {
+	case r.key == nil:
+		return r.reason
+	case r.expires.Sub(now) > t.s.maxTTL:
+		return authTooLong
+	case held != nil && held.username != r.username:
+		return authWrongUsername // requests on an allocation use its credentials
+	case !r.expires.After(now) && held == nil:
+		return authExpired // an expired username only keeps an existing allocation going
+	}
+	return ""
 }
 
 // quotaHandler is pion's QuotaHandler: it reserves a turn.user_quota slot for the Allocate.
@@ -229,117 +216,4 @@ func (t *transport) quotaHandler(username, _ string, src net.Addr) bool {
 	t.mu.Unlock()
 	t.s.quota.release(user) // nothing to hang the slot on; onAllocationCreated counts it
 	return true
-}
-
-func (t *transport) onAllocationCreated(src, _ net.Addr, _, username, _ string, _ net.Addr, _ int) {
-	key := src.String()
-	t.mu.Lock()
-	user := ""
-	if r := t.pending[key]; r != nil && r.quotaUser != "" {
-		r.allocated = true
-		user = r.quotaUser
-	}
-	if user == "" {
-		user = credentials.QuotaUser(username)
-		t.s.quota.take(user)
-	}
-	t.allocs[key] = allocation{username: username, quotaUser: user}
-	if sc := t.streams[key]; sc != nil {
-		sc.allocated.Store(true)
-	}
-	t.mu.Unlock()
-	t.s.metrics.allocations.WithLabelValues(t.name).Inc()
-	t.s.metrics.created.WithLabelValues(t.name).Inc()
-}
-
-func (t *transport) onAllocationDeleted(src, _ net.Addr, _, _, _ string) {
-	key := src.String()
-	t.mu.Lock()
-	a, ok := t.allocs[key]
-	delete(t.allocs, key)
-	if sc := t.streams[key]; sc != nil {
-		sc.allocated.Store(false)
-	}
-	t.mu.Unlock()
-	if ok {
-		t.s.quota.release(a.quotaUser)
-		t.s.metrics.allocations.WithLabelValues(t.name).Dec()
-	}
-}
-
-// onChannelCreated puts a channel pion has bound on the fast path (UDP clients).
-func (t *transport) onChannelCreated(src, _ net.Addr, _, _, _ string, relayAddr, peer net.Addr, channel uint16) {
-	if t.fast == nil || t.out == nil {
-		return
-	}
-	client, ok1 := addrPort(src)
-	to, ok2 := addrPort(peer)
-	relayed, ok3 := addrPort(relayAddr)
-	if !ok1 || !ok2 || !ok3 {
-		return
-	}
-	rc := t.s.relays.conn(int(relayed.Port()))
-	if rc == nil {
-		return
-	}
-	to = netip.AddrPortFrom(to.Addr().Unmap(), to.Port())
-	t.fast.add(&binding{client: client, channel: channel, peer: to, relay: rc, out: t.out,
-		allowed: t.s.policy.packet(to) == ""})
-}
-
-// onChannelDeleted takes a channel off the fast path.
-func (t *transport) onChannelDeleted(src, _ net.Addr, _, _, _ string, _, _ net.Addr, channel uint16) {
-	if t.fast == nil {
-		return
-	}
-	if client, ok := addrPort(src); ok {
-		t.fast.remove(client, channel)
-	}
-}
-
-// permissionHandler is pion's PermissionHandler: the peer policy by IP.
-func (t *transport) permissionHandler(_ net.Addr, peer net.IP) bool {
-	ip, ok := netipFromIP(peer)
-	reason := refusedMalformed
-	if ok {
-		reason = t.s.policy.permit(ip)
-	}
-	if reason != "" {
-		t.s.metrics.permissionDenied.WithLabelValues(reason).Inc()
-		return false
-	}
-	return true
-}
-
-func netipFromIP(ip net.IP) (netip.Addr, bool) { return netip.AddrFromSlice(ip) }
-
-// quotas counts allocations per credential user for turn.user_quota.
-type quotas struct {
-	limit int // 0: unlimited
-	mu    sync.Mutex
-	n     map[string]int
-}
-
-func (q *quotas) reserve(user string) bool {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.limit > 0 && q.n[user] >= q.limit {
-		return false
-	}
-	q.n[user]++
-	return true
-}
-
-func (q *quotas) take(user string) {
-	q.mu.Lock()
-	q.n[user]++
-	q.mu.Unlock()
-}
-
-func (q *quotas) release(user string) {
-	q.mu.Lock()
-	if q.n[user]--; q.n[user] <= 0 {
-		delete(q.n, user)
-	}
-	q.mu.Unlock()
 }

@@ -33,6 +33,10 @@ type Config struct {
 	UserQuota int `mapstructure:"user_quota"`
 	// TotalQuota is the number of allocations on this node; 0 means as many as relay ports.
 	TotalQuota int `mapstructure:"total_quota"`
+	// MaxPermissions bounds the permissions (peer IPs) of one allocation; 0 is unlimited.
+	MaxPermissions int `mapstructure:"max_permissions"`
+	// MaxChannels bounds the channel bindings of one allocation; 0 is unlimited.
+	MaxChannels int `mapstructure:"max_channels"`
 }
 
 // maxUDPSockets bounds turn.udp_sockets: more readers than cores only add contention.
@@ -53,6 +57,8 @@ func DefaultConfig() Config {
 		DeniedPeerCIDRs:  []string{},
 		UserQuota:        100,
 		TotalQuota:       0,
+		MaxPermissions:   64,
+		MaxChannels:      64,
 	}
 }
 
@@ -102,6 +108,13 @@ func (c Config) Validate() error {
 	}
 	if c.TotalQuota < 0 {
 		bad("total_quota", "%d is negative (0 means as many as relay ports)", c.TotalQuota)
+	}
+	if c.MaxPermissions < 0 {
+		bad("max_permissions", "%d is negative (0 means unlimited)", c.MaxPermissions)
+	}
+	// 0x4000-0x4FFF: no allocation can hold more channels than that.
+	if c.MaxChannels < 0 || c.MaxChannels > maxChannel-minChannel+1 {
+		bad("max_channels", "%d is out of range 0-%d (0 means unlimited)", c.MaxChannels, maxChannel-minChannel+1)
 	}
 	return errors.Join(errs...)
 }

@@ -102,9 +102,10 @@ func (c *packetConn) done(r *request) {
 const (
 	// defaultHandshakeTimeout bounds a TLS client that connects and says nothing.
 	defaultHandshakeTimeout = 10 * time.Second
-	// defaultIdleTimeout closes a connection that holds no allocation and sends nothing for
-	// this long.
-	defaultIdleTimeout = 2 * time.Minute
+	// defaultIdleTimeout closes a connection that holds no allocation this long after it opened
+	// or its allocation ended, even if it keeps sending (STUN Bindings, say): browsers allocate
+	// at once over TCP and TLS, and an open connection is a file descriptor.
+	defaultIdleTimeout = 30 * time.Second
 	// maxChannelFrame is the largest ChannelData frame accepted on a stream: pion reads frames
 	// into 1600-byte buffers and drops larger ones.
 	maxChannelFrame = 1600
@@ -112,7 +113,8 @@ const (
 
 // streamListener wraps the TCP or TLS listener pion accepts from: its connections are framed
 // and inspected like UDP datagrams, tracked so that shutdown can close them (pion's Close does
-// not), and idle ones without an allocation are closed.
+// not), and ones without an allocation are closed after the idle timeout. A connection that
+// would use a file descriptor kept for the rest of icebox is closed at once (fileBudget).
 type streamListener struct {
 	net.Listener
 	t *transport
@@ -125,6 +127,10 @@ func (l *streamListener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
 		if err == nil {
+			if !l.t.s.files.openStream() {
+				l.t.refuse(c)
+				continue
+			}
 			return l.t.track(c), nil
 		}
 		if errors.Is(err, net.ErrClosed) {
@@ -136,9 +142,21 @@ func (l *streamListener) Accept() (net.Conn, error) {
 	}
 }
 
-// track wraps an accepted connection and remembers it.
+// refuse closes a connection the file budget has no room for.
+func (t *transport) refuse(c net.Conn) {
+	_ = c.Close()
+	t.s.metrics.connRefused.WithLabelValues(t.name).Inc()
+	if ok, held := t.s.refusedConns.allow(time.Now()); ok {
+		t.s.log.Warn("turn connection refused: TCP and TLS connections would use file descriptors kept for the rest of icebox (raise LimitNOFILE / ulimit -n)",
+			"transport", t.name, "connections", t.s.files.streams.Load(), "relay_sockets", t.s.files.relays.Load(),
+			"file_limit", t.s.files.limit, "refused_since_last_log", held)
+	}
+}
+
+// track wraps an accepted connection and remembers it. Its idle timeout runs from now.
 func (t *transport) track(c net.Conn) *streamConn {
 	sc := &streamConn{Conn: c, t: t, key: c.RemoteAddr().String(), r: bufio.NewReaderSize(c, 4096)}
+	sc.setAllocated(false)
 	t.mu.Lock()
 	t.streams[sc.key] = sc
 	t.mu.Unlock()
@@ -169,9 +187,18 @@ type streamConn struct {
 	r         *bufio.Reader
 	frame     []byte
 	handshook bool
-	allocated atomic.Bool
 	closed    atomic.Bool
 	cur       atomic.Pointer[request]
+}
+
+// setAllocated lifts the read deadline while the connection holds an allocation, and sets it
+// to the idle timeout from now when it holds none.
+func (c *streamConn) setAllocated(allocated bool) {
+	if allocated {
+		_ = c.SetReadDeadline(time.Time{})
+	} else {
+		_ = c.SetReadDeadline(time.Now().Add(c.t.s.idleTimeout))
+	}
 }
 
 func (c *streamConn) Read(p []byte) (int, error) {
@@ -183,11 +210,6 @@ func (c *streamConn) Read(p []byte) (int, error) {
 	}
 	for {
 		c.done(c.cur.Load())
-		if c.allocated.Load() {
-			_ = c.SetReadDeadline(time.Time{})
-		} else {
-			_ = c.SetReadDeadline(time.Now().Add(c.t.s.idleTimeout))
-		}
 		frame, err := c.readFrame()
 		if err != nil {
 			return 0, err
@@ -280,6 +302,7 @@ func (c *streamConn) Close() error {
 		}
 		c.t.mu.Unlock()
 		c.t.s.metrics.connections.WithLabelValues(c.t.name).Dec()
+		c.t.s.files.closeStream()
 	}
 	return err
 }

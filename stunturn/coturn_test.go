@@ -14,8 +14,11 @@ import (
 )
 
 // TestCoturnClient: coturn's own test client, turnutils_uclient with a TURN REST secret (-W),
-// relays through icebox to coturn's echo peer, turnutils_peer, without loss: over UDP with
-// channels and with Send indications, over TCP and over TLS.
+// relays through icebox to coturn's echo peer, turnutils_peer, without loss, with Send
+// indications over UDP, TCP and TLS. (Debian's uclient, coturn 4.6, picks channel numbers up
+// to 0x7FFF, which RFC 8656 no longer allows: icebox, like coturn since 4.16, answers 400.
+// TestChannelNumbers covers that; channels are relayed by the other tests with icebox's own
+// client and pion's.)
 func TestCoturnClient(t *testing.T) {
 	tools := turntest.RequireTools(t, "turnutils_uclient", "turnutils_peer")
 	uclient, peerTool := tools[0], tools[1]
@@ -23,10 +26,9 @@ func TestCoturnClient(t *testing.T) {
 		name  string
 		flags []string
 	}{
-		{"udp channels", nil},
-		{"udp send indications", []string{"-s"}},
-		{"tcp channels", []string{"-t"}},
-		{"tls channels", []string{"-t", "-S"}},
+		{"udp", []string{"-s"}},
+		{"tcp", []string{"-s", "-t"}},
+		{"tls", []string{"-s", "-t", "-S"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -30,6 +30,7 @@ type binding struct {
 	relay   *relayConn
 	out     *rawUDP // a listener socket: what the client's packets arrive on
 	allowed bool    // the peer policy's verdict on peer, taken once
+	own     bool    // peer is the server's own address: the verdict is taken per datagram
 }
 
 type bindingKey struct {
@@ -87,7 +88,7 @@ func (bs *bindings) forwardToPeer(b []byte, client netip.AddrPort) bool {
 	if 4+n > len(b) {
 		return true // malformed: dropped, as pion would
 	}
-	if !bd.allowed {
+	if !bd.allowed || (bd.own && bd.relay.policy.packet(bd.peer) != "") {
 		bd.relay.metrics.toPeerDropped.Inc()
 		return true
 	}
@@ -98,50 +99,34 @@ func (bs *bindings) forwardToPeer(b []byte, client netip.AddrPort) bool {
 	return true
 }
 
-// peers is a relay socket's bound channels by peer address: copied on write (channels are
-// bound rarely, and looked up for every packet).
-type peers map[netip.AddrPort]*binding
-
+// addPeer and removePeer keep the relay socket's channels by peer: O(1) each, whatever the
+// number of channels (an attacker may bind thousands when turn.max_channels is 0).
 func (c *relayConn) addPeer(b *binding) {
-	c.peersMu.Lock()
-	defer c.peersMu.Unlock()
-	old := c.peers.Load()
-	next := make(peers, 1)
-	if old != nil {
-		for k, v := range *old {
-			next[k] = v
-		}
+	if _, loaded := c.peers.Swap(b.peer, b); !loaded {
+		c.npeers.Add(1)
 	}
-	next[b.peer] = b
-	c.peers.Store(&next)
 }
 
 func (c *relayConn) removePeer(b *binding) {
-	c.peersMu.Lock()
-	defer c.peersMu.Unlock()
-	old := c.peers.Load()
-	if old == nil || (*old)[b.peer] != b {
-		return
+	if c.peers.CompareAndDelete(b.peer, b) {
+		c.npeers.Add(-1)
 	}
-	next := make(peers, len(*old))
-	for k, v := range *old {
-		if k != b.peer {
-			next[k] = v
-		}
-	}
-	c.peers.Store(&next)
 }
 
 // forwardToClient sends the datagram buf[4:4+n] from peer to the client of its bound channel as
 // ChannelData, writing the header into buf[0:4], and reports whether it did.
 func (c *relayConn) forwardToClient(buf []byte, n int, from netip.AddrPort) bool {
-	ps := c.peers.Load()
-	if ps == nil {
+	if c.npeers.Load() == 0 {
 		return false
 	}
-	b := (*ps)[from]
-	if b == nil {
+	v, ok := c.peers.Load(from)
+	if !ok {
 		return false
+	}
+	b := v.(*binding)
+	if b.own && c.policy.packet(from) != "" {
+		c.metrics.fromPeerDropped.Inc() // another process on this host, inside the relay range
+		return true
 	}
 	binary.BigEndian.PutUint16(buf[0:2], b.channel)
 	binary.BigEndian.PutUint16(buf[2:4], uint16(n))

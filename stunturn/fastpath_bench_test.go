@@ -5,8 +5,6 @@ import (
 	"net"
 	"net/netip"
 	"testing"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // benchSockets is a relay socket, a listener socket and a sink that reads nothing (the kernel
@@ -25,8 +23,7 @@ func benchSockets(b *testing.B) (*relayConn, *rawUDP, netip.AddrPort) {
 	c := DefaultConfig()
 	c.RelayAddress = "127.0.0.1"
 	c.AllowedPeerCIDRs = []string{"127.0.0.1/32"}
-	m := newMetrics(prometheus.NewRegistry())
-	a := newRelayAllocator(c, netip.MustParseAddr("127.0.0.1"), newPeerPolicy(c), m, discard())
+	a, _, _ := testRelays(c, "127.0.0.1")
 	pc, _, err := a.AllocatePacketConn("udp4", 0)
 	if err != nil {
 		b.Fatal(err)
@@ -77,7 +74,7 @@ func BenchmarkForwardToClient(b *testing.B) {
 
 // BenchmarkPeerPolicy is the per-packet policy check of the slow path.
 func BenchmarkPeerPolicy(b *testing.B) {
-	p := newPeerPolicy(DefaultConfig(), netip.MustParseAddr("203.0.113.10"))
+	p := newPeerPolicy(DefaultConfig(), &portSet{}, netip.MustParseAddr("203.0.113.10"))
 	peer := netip.MustParseAddrPort("93.184.216.34:443")
 	b.ReportAllocs()
 	for b.Loop() {

@@ -11,6 +11,7 @@ type metrics struct {
 	allocateRefused  *prometheus.CounterVec
 	permissionDenied *prometheus.CounterVec
 	connections      *prometheus.GaugeVec
+	connRefused      *prometheus.CounterVec
 
 	// Resolved once: the per-packet path only adds to them.
 	toPeerPackets, fromPeerPackets prometheus.Counter
@@ -27,6 +28,7 @@ const (
 	refusedTotalQuota = "total_quota"
 	refusedNoPort     = "no_relay_port"
 	refusedDraining   = "draining"
+	refusedFileLimit  = "file_limit"
 )
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -57,15 +59,19 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"reason"}),
 		allocateRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_turn_allocate_refused_total",
-			Help: "Allocate requests refused after authentication, by reason (user_quota 486, total_quota and no_relay_port 508, draining 508).",
+			Help: "Allocate requests refused after authentication, by reason (user_quota 486; total_quota, no_relay_port, file_limit and draining 508).",
 		}, []string{"reason"}),
 		permissionDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_turn_permissions_denied_total",
-			Help: "CreatePermission and ChannelBind requests refused by the peer policy, by reason.",
+			Help: "CreatePermission and ChannelBind requests refused, by reason (peer policy: denied_range, ipv6, malformed; limits: max_permissions, max_channels; bad_request).",
 		}, []string{"reason"}),
 		connections: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "icebox_turn_connections",
 			Help: "Open TURN connections over TCP and TLS.",
+		}, []string{"transport"}),
+		connRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "icebox_turn_connections_refused_total",
+			Help: "TURN TCP and TLS connections closed at once because they would use file descriptors kept for the rest of icebox, by transport.",
 		}, []string{"transport"}),
 		toPeerPackets:   packets.WithLabelValues(dirToPeer),
 		fromPeerPackets: packets.WithLabelValues(dirFromPeer),
@@ -75,6 +81,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		fromPeerDropped: dropped.WithLabelValues(dirFromPeer),
 	}
 	reg.MustRegister(m.allocations, m.created, m.authFailures, m.allocateRefused, m.permissionDenied,
-		m.connections, packets, bytes, dropped)
+		m.connections, m.connRefused, packets, bytes, dropped)
 	return m
 }

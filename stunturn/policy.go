@@ -43,19 +43,20 @@ const (
 type peerPolicy struct {
 	allowed []netip.Prefix
 	denied  []netip.Prefix
-	// own is this server's advertised relay address (public_ip): reachable, but only on the
-	// relay ports, so a client can talk to another client's relay and to nothing else on this host.
-	own              []netip.Addr
-	portMin, portMax uint16
+	// own is this server's advertised relay address (public_ip): reachable, but only at the
+	// ports icebox holds as relay sockets at that moment (relays), so a client can talk to
+	// another client's relay and to nothing else on this host, not even another process's
+	// socket inside the relay port range.
+	own    []netip.Addr
+	relays *portSet
 }
 
-func newPeerPolicy(c Config, own ...netip.Addr) *peerPolicy {
+func newPeerPolicy(c Config, relays *portSet, own ...netip.Addr) *peerPolicy {
 	allowed, _ := credentials.ParseCIDRs(c.AllowedPeerCIDRs) // validated with the config
 	extra, _ := credentials.ParseCIDRs(c.DeniedPeerCIDRs)
 	p := &peerPolicy{
-		denied:  append(append([]netip.Prefix(nil), builtinDenied...), extra...),
-		portMin: uint16(c.RelayPortMin),
-		portMax: uint16(c.RelayPortMax),
+		denied: append(append([]netip.Prefix(nil), builtinDenied...), extra...),
+		relays: relays,
 	}
 	for _, a := range allowed {
 		if a.Addr().Is4() { // relays are IPv4: an IPv6 exception could never be used
@@ -97,7 +98,7 @@ func (p *peerPolicy) permit(ip netip.Addr) string {
 	case contains(p.allowed, a):
 		return ""
 	case p.isOwn(a):
-		return "" // only to the relay ports: checked per packet
+		return "" // only to icebox's relay sockets: checked per packet
 	case contains(p.denied, a):
 		return refusedDenied
 	}
@@ -115,7 +116,7 @@ func (p *peerPolicy) packet(peer netip.AddrPort) string {
 	case contains(p.allowed, a):
 		return ""
 	case p.isOwn(a):
-		if port := peer.Port(); port < p.portMin || port > p.portMax {
+		if !p.relays.has(peer.Port()) {
 			return refusedOwnPort
 		}
 		return ""
@@ -123,6 +124,14 @@ func (p *peerPolicy) packet(peer netip.AddrPort) string {
 		return refusedDenied
 	}
 	return ""
+}
+
+// portBound reports whether the verdict on peer depends on its port at the moment of each
+// datagram: the server's own address, whose relay ports come and go. The fast path takes the
+// verdict on any other peer once per channel binding.
+func (p *peerPolicy) portBound(peer netip.AddrPort) bool {
+	a, ok := canonical(peer.Addr())
+	return ok && !contains(neverAllowed, a) && !contains(p.allowed, a) && p.isOwn(a)
 }
 
 func (p *peerPolicy) isOwn(a netip.Addr) bool {

@@ -13,7 +13,10 @@ func TestPeerPolicy(t *testing.T) {
 	c.RelayPortMin, c.RelayPortMax = 50000, 50999
 	c.AllowedPeerCIDRs = []string{"10.9.0.0/16", "0.0.0.0/8", "fd00::/8"}
 	c.DeniedPeerCIDRs = []string{"198.51.100.0/24", "8.8.8.0/24"}
-	p := newPeerPolicy(c, netip.MustParseAddr("203.0.113.10"))
+	held := &portSet{}
+	held.add(50500)
+	held.add(40000) // outside the configured range: what counts is that icebox holds it
+	p := newPeerPolicy(c, held, netip.MustParseAddr("203.0.113.10"))
 	for _, tc := range []struct {
 		peer   string
 		permit string // reason for a permission (IP only)
@@ -28,8 +31,10 @@ func TestPeerPolicy(t *testing.T) {
 		{"0.3.3.3:5000", refusedDenied, refusedDenied},
 		{"8.8.8.8:53", refusedDenied, refusedDenied}, // denied_peer_cidrs
 		{"127.0.0.1:50000", refusedDenied, refusedDenied},
-		{"203.0.113.10:50500", "", ""},          // own relay address, relay port
-		{"203.0.113.10:22", "", refusedOwnPort}, // own relay address, any other port
+		{"203.0.113.10:50500", "", ""},             // own relay address, a port icebox holds
+		{"203.0.113.10:40000", "", ""},             // held, even if outside the range today
+		{"203.0.113.10:50501", "", refusedOwnPort}, // in the relay range, but not icebox's
+		{"203.0.113.10:22", "", refusedOwnPort},    // own relay address, any other port
 		{"203.0.113.10:51000", "", refusedOwnPort},
 		{"[::ffff:203.0.113.10]:22", "", refusedOwnPort},
 		{"203.0.113.11:50500", refusedDenied, refusedDenied}, // the rest of its range stays denied
@@ -55,8 +60,7 @@ func TestRelayConnDropsDenied(t *testing.T) {
 	c := DefaultConfig()
 	c.RelayAddress = "127.0.0.1"
 	c.AllowedPeerCIDRs = []string{"127.0.0.2/32"}
-	m := newMetrics(prometheus.NewRegistry())
-	a := newRelayAllocator(c, netip.MustParseAddr("192.0.2.200"), newPeerPolicy(c, netip.MustParseAddr("192.0.2.200")), m, discard())
+	a, _, m := testRelays(c, "192.0.2.200")
 	pc, _, err := a.AllocatePacketConn("udp4", 0)
 	if err != nil {
 		t.Fatal(err)
@@ -83,8 +87,7 @@ func TestRelayAllocatorReleasesPorts(t *testing.T) {
 	c := DefaultConfig()
 	c.RelayAddress = "127.0.0.1"
 	c.TotalQuota = 1
-	m := newMetrics(prometheus.NewRegistry())
-	a := newRelayAllocator(c, netip.MustParseAddr("127.0.0.1"), newPeerPolicy(c), m, discard())
+	a, _, _ := testRelays(c, "127.0.0.1")
 	pc, addr, err := a.AllocatePacketConn("udp4", 0)
 	if err != nil {
 		t.Fatal(err)

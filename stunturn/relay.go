@@ -24,18 +24,17 @@ type relayAllocator struct {
 	min, max   int
 	totalQuota int
 	policy     *peerPolicy
+	held       *portSet    // the ports of conns, for the peer policy's per-packet check
+	files      *fileBudget // each relay socket is a file descriptor
 	metrics    *metrics
 	log        *slog.Logger
+	refusals   logEvery // a full node logs once a while, not once per Allocate
 
 	mu    sync.Mutex
 	conns map[int]*relayConn // open relay sockets by port
-	// refusedSince counts refusals since the last log line, so a full node logs once a
-	// while, not once per Allocate.
-	refusedSince int
-	lastLog      time.Time
 }
 
-func newRelayAllocator(c Config, public netip.Addr, policy *peerPolicy, m *metrics, log *slog.Logger) *relayAllocator {
+func newRelayAllocator(c Config, public netip.Addr, policy *peerPolicy, files *fileBudget, m *metrics, log *slog.Logger) *relayAllocator {
 	total := c.TotalQuota
 	if size := c.RelayPortMax - c.RelayPortMin + 1; total == 0 || total > size {
 		total = size
@@ -47,8 +46,11 @@ func newRelayAllocator(c Config, public netip.Addr, policy *peerPolicy, m *metri
 		max:        c.RelayPortMax,
 		totalQuota: total,
 		policy:     policy,
+		held:       policy.relays,
+		files:      files,
 		metrics:    m,
 		log:        log,
+		refusals:   logEvery{interval: 10 * time.Second},
 		conns:      map[int]*relayConn{},
 	}
 }
@@ -78,6 +80,19 @@ func (r *relayAllocator) AllocatePacketConn(network string, requestedPort int) (
 		r.refuse(refusedTotalQuota)
 		return nil, nil, ErrTotalQuota
 	}
+	if !r.files.openRelay() {
+		r.refuse(refusedFileLimit)
+		return nil, nil, ErrFileLimit
+	}
+	conn, addr, err := r.allocate(requestedPort)
+	if err != nil {
+		r.files.closeRelay()
+	}
+	return conn, addr, err
+}
+
+// allocate binds a relay socket; r.mu is held.
+func (r *relayAllocator) allocate(requestedPort int) (net.PacketConn, net.Addr, error) {
 	if requestedPort != 0 {
 		if requestedPort < r.min || requestedPort > r.max || r.conns[requestedPort] != nil {
 			return nil, nil, fmt.Errorf("%w: port %d", ErrNoRelayPort, requestedPort)
@@ -115,13 +130,17 @@ func (r *relayAllocator) bindPort(port int) (net.PacketConn, net.Addr, error) {
 	rc := &relayConn{UDPConn: conn, raw: raw, alloc: r, port: port, policy: r.policy, metrics: r.metrics}
 	rc.loop = newReadLoop(raw, 1, relayBatch, 4, relayMTU, rc.fromPeer)
 	r.conns[port] = rc
+	r.held.add(uint16(port))
 	return rc, &net.UDPAddr{IP: r.public, Port: port}, nil
 }
 
+// release gives back the port of a closed relay socket (once per socket).
 func (r *relayAllocator) release(port int) {
 	r.mu.Lock()
 	delete(r.conns, port)
+	r.held.remove(uint16(port))
 	r.mu.Unlock()
+	r.files.closeRelay()
 }
 
 // conn is the open relay socket on port, if any.
@@ -134,13 +153,11 @@ func (r *relayAllocator) conn(port int) *relayConn {
 // refuse counts a refused allocation and logs at most once every 10 seconds; r.mu is held.
 func (r *relayAllocator) refuse(reason string) {
 	r.metrics.allocateRefused.WithLabelValues(reason).Inc()
-	r.refusedSince++
-	if time.Since(r.lastLog) < 10*time.Second {
-		return
+	if ok, held := r.refusals.allow(time.Now()); ok {
+		r.log.Warn("relay allocation refused: node full (508)", "reason", reason,
+			"relay_sockets", len(r.conns), "limit", r.totalQuota, "file_limit", r.files.limit,
+			"refused_since_last_log", held)
 	}
-	r.log.Warn("relay allocation refused: node full (508)", "reason", reason,
-		"relay_sockets", len(r.conns), "limit", r.totalQuota, "refused_since_last_log", r.refusedSince)
-	r.refusedSince, r.lastLog = 0, time.Now()
 }
 
 // relayConn is one allocation's relay socket. The peer policy is applied to every datagram in
@@ -157,10 +174,10 @@ type relayConn struct {
 	// The fast path (fastpath.go): raw socket I/O, reading with room for the ChannelData
 	// header in front of each datagram, and the bound channels by peer. Only pion's reading
 	// goroutine of the allocation reads.
-	raw     *rawUDP
-	loop    *readLoop
-	peers   atomic.Pointer[peers]
-	peersMu sync.Mutex
+	raw    *rawUDP
+	loop   *readLoop
+	peers  sync.Map // netip.AddrPort -> *binding: the bound channels of this relay by peer
+	npeers atomic.Int64
 }
 
 const (

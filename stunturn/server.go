@@ -36,9 +36,13 @@ type Options struct {
 	Logger   *slog.Logger
 	Registry prometheus.Registerer
 
-	// IdleTimeout closes TCP and TLS connections without an allocation that send nothing for
-	// this long; HandshakeTimeout bounds the TLS handshake. 0: 2 minutes and 10 seconds.
+	// IdleTimeout closes a TCP or TLS connection that holds no allocation this long after it
+	// opened or its last allocation ended, whatever it sends meanwhile; HandshakeTimeout
+	// bounds the TLS handshake. 0: 30 seconds and 10 seconds.
 	IdleTimeout, HandshakeTimeout time.Duration
+	// MaxFiles is the file descriptor limit TURN's connections and relay sockets are budgeted
+	// against (fileBudget); 0 reads the process's RLIMIT_NOFILE.
+	MaxFiles int
 }
 
 // Server is icebox's STUN/TURN relay: one pion/turn server per transport, sharing the relay
@@ -50,8 +54,12 @@ type Server struct {
 	policy   *peerPolicy
 	relays   *relayAllocator
 	quota    *quotas
+	files    *fileBudget
 	metrics  *metrics
 	draining atomic.Bool
+
+	maxPermissions, maxChannels int
+	refusedConns                logEvery // connections refused for the file budget, logged once a while
 
 	idleTimeout, handshakeTimeout time.Duration
 
@@ -74,14 +82,19 @@ func New(c Config, o Options) (*Server, error) {
 		secrets: o.Secrets,
 		maxTTL:  o.MaxTTL,
 		quota:   &quotas{limit: c.UserQuota, n: map[string]int{}},
+		files:   newFileBudget(o.MaxFiles),
 		metrics: newMetrics(o.Registry),
 		done:    make(chan struct{}),
+
+		maxPermissions: c.MaxPermissions,
+		maxChannels:    c.MaxChannels,
+		refusedConns:   logEvery{interval: 10 * time.Second},
 
 		idleTimeout:      cmp.Or(o.IdleTimeout, defaultIdleTimeout),
 		handshakeTimeout: cmp.Or(o.HandshakeTimeout, defaultHandshakeTimeout),
 	}
-	s.policy = newPeerPolicy(c, o.PublicIP)
-	s.relays = newRelayAllocator(c, o.PublicIP, s.policy, s.metrics, o.Logger)
+	s.policy = newPeerPolicy(c, &portSet{}, o.PublicIP)
+	s.relays = newRelayAllocator(c, o.PublicIP, s.policy, s.files, s.metrics, o.Logger)
 	// pion logs some failures once per packet: 20 lines a second at most, bursts of 100.
 	loggers := NewLoggerFactory(o.Logger.With("component", "turn"), 20, 100)
 
@@ -94,6 +107,8 @@ func New(c Config, o Options) (*Server, error) {
 			EventHandler: turn.EventHandler{
 				OnAllocationCreated: t.onAllocationCreated,
 				OnAllocationDeleted: t.onAllocationDeleted,
+				OnPermissionCreated: t.onPermissionCreated,
+				OnPermissionDeleted: t.onPermissionDeleted,
 				OnChannelCreated:    t.onChannelCreated,
 				OnChannelDeleted:    t.onChannelDeleted,
 			},

@@ -1,0 +1,212 @@
+package stunturn
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+
+	"github.com/icebox-rtc/icebox/credentials"
+)
+
+// transport is the state of one of the TURN listeners (udp, tcp or tls): each runs its own
+// pion server, so every callback knows which transport it serves.
+type transport struct {
+	name string
+	s    *Server
+
+	// fast holds the bound channels of UDP clients (fastpath.go); out is a listener socket
+	// to send them ChannelData from. Both nil for TCP and TLS.
+	fast *bindings
+	out  *rawUDP
+
+	mu      sync.Mutex
+	pending map[string]*request    // authenticated requests pion is handling, by client address
+	allocs  map[string]*allocState // live allocations by client address
+	// retiring are allocations pion is still closing while a new one holds their client
+	// address (their deletion is reported after the new one's creation).
+	retiring map[string][]*allocState
+	streams  map[string]*streamConn // tcp and tls: open connections by client address
+}
+
+func newTransport(name string, s *Server) *transport {
+	return &transport{name: name, s: s, pending: map[string]*request{}, allocs: map[string]*allocState{},
+		retiring: map[string][]*allocState{}, streams: map[string]*streamConn{}}
+}
+
+// allocState is what icebox knows of a live allocation: who holds it, its relay port, and the
+// permissions and channels pion gave it (learnt from pion's events), so that requests that
+// would grow them past turn.max_permissions or turn.max_channels are refused before pion
+// sees them.
+type allocState struct {
+	username, quotaUser string
+	relayPort           int
+	perms               map[netip.Addr]struct{}   // peer IPs with a permission
+	channels            map[uint16]netip.AddrPort // bound channels and their peers
+	channelOf           map[netip.AddrPort]uint16 // the same, by peer
+	// closing: icebox answered a Refresh with lifetime 0 and closed the relay socket; pion
+	// deletes the allocation on the relay's own goroutine.
+	closing bool
+}
+
+// state is the allocation of client key whose relay is relayAddr (nil if there is none, or if
+// the event is about an allocation pion is still closing); t.mu is held.
+func (t *transport) state(key string, relayAddr net.Addr) *allocState {
+	a := t.allocs[key]
+	if a == nil {
+		return nil
+	}
+	if p, ok := addrPort(relayAddr); !ok || int(p.Port()) != a.relayPort {
+		return nil
+	}
+	return a
+}
+
+func (t *transport) onAllocationCreated(src, _ net.Addr, _, username, _ string, relayAddr net.Addr, _ int) {
+	key := src.String()
+	port := 0
+	if p, ok := addrPort(relayAddr); ok {
+		port = int(p.Port())
+	}
+	t.mu.Lock()
+	user := ""
+	if r := t.pending[key]; r != nil && r.quotaUser != "" {
+		r.allocated = true
+		user = r.quotaUser
+	}
+	if user == "" {
+		user = credentials.QuotaUser(username)
+		t.s.quota.take(user)
+	}
+	if old := t.allocs[key]; old != nil {
+		t.retiring[key] = append(t.retiring[key], old)
+	}
+	t.allocs[key] = &allocState{username: username, quotaUser: user, relayPort: port,
+		perms: map[netip.Addr]struct{}{}, channels: map[uint16]netip.AddrPort{}, channelOf: map[netip.AddrPort]uint16{}}
+	if sc := t.streams[key]; sc != nil {
+		sc.setAllocated(true)
+	}
+	t.mu.Unlock()
+	t.s.metrics.allocations.WithLabelValues(t.name).Inc()
+	t.s.metrics.created.WithLabelValues(t.name).Inc()
+}
+
+func (t *transport) onAllocationDeleted(src, _ net.Addr, _, _, _ string) {
+	key := src.String()
+	t.mu.Lock()
+	var a *allocState
+	if old := t.retiring[key]; len(old) > 0 {
+		a = old[0]
+		if t.retiring[key] = old[1:]; len(old) == 1 {
+			delete(t.retiring, key)
+		}
+	} else if a = t.allocs[key]; a != nil {
+		delete(t.allocs, key)
+		if sc := t.streams[key]; sc != nil {
+			sc.setAllocated(false)
+		}
+	}
+	t.mu.Unlock()
+	if a != nil {
+		t.s.quota.release(a.quotaUser)
+		t.s.metrics.allocations.WithLabelValues(t.name).Dec()
+	}
+}
+
+func (t *transport) onPermissionCreated(src, _ net.Addr, _, _, _ string, relayAddr net.Addr, peer net.IP) {
+	ip, ok := netip.AddrFromSlice(peer)
+	if !ok {
+		return
+	}
+	t.mu.Lock()
+	if a := t.state(src.String(), relayAddr); a != nil {
+		a.perms[ip.Unmap()] = struct{}{}
+	}
+	t.mu.Unlock()
+}
+
+func (t *transport) onPermissionDeleted(src, _ net.Addr, _, _, _ string, relayAddr net.Addr, peer net.IP) {
+	ip, ok := netip.AddrFromSlice(peer)
+	if !ok {
+		return
+	}
+	t.mu.Lock()
+	if a := t.state(src.String(), relayAddr); a != nil {
+		delete(a.perms, ip.Unmap())
+	}
+	t.mu.Unlock()
+}
+
+// onChannelCreated records a channel pion has bound, and puts it on the fast path (UDP clients).
+func (t *transport) onChannelCreated(src, _ net.Addr, _, _, _ string, relayAddr, peer net.Addr, channel uint16) {
+	to, ok := addrPort(peer)
+	if !ok {
+		return
+	}
+	to = netip.AddrPortFrom(to.Addr().Unmap(), to.Port())
+	t.mu.Lock()
+	if a := t.state(src.String(), relayAddr); a != nil {
+		a.channels[channel] = to
+		a.channelOf[to] = channel
+	}
+	t.mu.Unlock()
+
+	if t.fast == nil || t.out == nil {
+		return
+	}
+	client, ok1 := addrPort(src)
+	relayed, ok2 := addrPort(relayAddr)
+	if !ok1 || !ok2 {
+		return
+	}
+	rc := t.s.relays.conn(int(relayed.Port()))
+	if rc == nil {
+		return
+	}
+	t.fast.add(&binding{client: client, channel: channel, peer: to, relay: rc, out: t.out,
+		allowed: t.s.policy.packet(to) == "", own: t.s.policy.portBound(to)})
+}
+
+// onChannelDeleted forgets a channel and takes it off the fast path.
+func (t *transport) onChannelDeleted(src, _ net.Addr, _, _, _ string, relayAddr, peer net.Addr, channel uint16) {
+	t.mu.Lock()
+	if a := t.state(src.String(), relayAddr); a != nil {
+		if to, ok := a.channels[channel]; ok {
+			delete(a.channels, channel)
+			delete(a.channelOf, to)
+		}
+	}
+	t.mu.Unlock()
+	if t.fast == nil {
+		return
+	}
+	if client, ok := addrPort(src); ok {
+		t.fast.remove(client, channel)
+	}
+}
+
+// permissionHandler is pion's PermissionHandler, called for each peer of a CreatePermission
+// or ChannelBind: the peer policy by IP, and turn.max_permissions. Both were checked for the
+// whole request before pion saw it (control.go), which answers with the right error code;
+// this is the backstop pion enforces with its own.
+func (t *transport) permissionHandler(src net.Addr, peer net.IP) bool {
+	ip, ok := netip.AddrFromSlice(peer)
+	reason := refusedMalformed
+	if ok {
+		ip = ip.Unmap()
+		reason = t.s.policy.permit(ip)
+	}
+	if reason == "" && t.s.maxPermissions > 0 {
+		t.mu.Lock()
+		if a := t.allocs[src.String()]; a != nil {
+			if _, has := a.perms[ip]; !has && len(a.perms) >= t.s.maxPermissions {
+				reason = refusedMaxPermissions
+			}
+		}
+		t.mu.Unlock()
+	}
+	if reason != "" {
+		t.s.metrics.permissionDenied.WithLabelValues(reason).Inc()
+		return false
+	}
+	return true
+}
