@@ -38,7 +38,7 @@ bench: build deps ## icebox against coturn on this machine: writes BENCHMARKS.md
 
 bench-nodes: build ## Cross-node signaling latency: one redis-server, two icebox nodes, icebench signal -url2 (RATE=1000)
 	$(GO) build -o bin/icebench ./cmd/icebench
-	@set -e; E="ICEBOX_SIGNALING_REDIS_URL=redis://127.0.0.1:16379/0 ICEBOX_LOG_LEVEL=warn ICEBOX_SIGNALING_RATE_LIMIT=0 \
+	@set -e; E="ICEBOX_SIGNALING_REDIS_URL=redis://127.0.0.1:16379/0 ICEBOX_LOG_LEVEL=warn ICEBOX_SIGNALING_RATE_LIMIT=0 ICEBOX_HTTP_RATE_LIMIT=0 \
 	  ICEBOX_SIGNALING_MAX_CONNS_PER_IP=0 ICEBOX_CREDENTIALS_SECRETS=bench"; \
 	redis-server --port 16379 --bind 127.0.0.1 --save "" --appendonly no --loglevel warning & R=$$!; sleep 0.5; \
 	env $$E bin/icebox serve --http.listen 127.0.0.1:18081 --turn.udp_listen 127.0.0.1:13478 --turn.tcp_listen 127.0.0.1:13478 & A=$$!; \

@@ -17,7 +17,7 @@ import (
 // Identity is who a request comes from, as auth.mode establishes it.
 type Identity struct {
 	// User is the user part of issued TURN usernames: the JWT sub (made safe by SanitizeUser),
-	// or "" when auth.mode establishes none (none, token).
+	// or "" when auth.mode establishes none (none, token): then the server chooses one.
 	User string
 	// Room, from a JWT room claim, is the only signaling room the client may join ("": any).
 	Room string
@@ -104,6 +104,9 @@ func (a *Authenticator) parseJWT(token string) (Identity, error) {
 		return Identity{}, fmt.Errorf("%w: %v", ErrTokenExpired, err)
 	case err != nil:
 		return Identity{}, fmt.Errorf("%w: %v", ErrInvalidToken, err)
+	}
+	if c.Subject == "" {
+		return Identity{}, ErrNoSubject
 	}
 	user, err := SanitizeUser(c.Subject)
 	if err != nil {

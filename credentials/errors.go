@@ -20,6 +20,9 @@ var (
 	ErrInvalidToken = errors.New("invalid token")
 	// ErrTokenExpired is a JWT past its exp.
 	ErrTokenExpired = errors.New("token expired")
+	// ErrNoSubject is a JWT without sub: it names no user, so no credential or session can be
+	// tied to one.
+	ErrNoSubject = fmt.Errorf("%w: the JWT has no sub claim naming the user", ErrInvalidToken)
 )
 
 // Error is an API error: an HTTP status and the contract's error body
@@ -54,7 +57,7 @@ func ErrorFor(err error) *Error {
 		return e
 	case errors.Is(err, ErrMissingToken), errors.Is(err, ErrInvalidToken), errors.Is(err, ErrTokenExpired):
 		msg := ErrInvalidToken.Error()
-		for _, known := range []error{ErrMissingToken, ErrTokenExpired} {
+		for _, known := range []error{ErrMissingToken, ErrTokenExpired, ErrNoSubject} {
 			if errors.Is(err, known) {
 				msg = known.Error()
 			}

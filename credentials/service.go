@@ -3,6 +3,7 @@ package credentials
 import (
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -56,7 +57,7 @@ func NewService(o ServiceOptions) (*Service, error) {
 		origins: origins, proxies: proxies, limiter: newLimiter(o.RateLimit), log: o.Logger,
 		issued: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_credentials_issued_total",
-			Help: "TURN credentials issued, by endpoint.",
+			Help: "TURN credentials issued, by endpoint (ice-config, turn-credentials, ws: the signaling welcome).",
 		}, []string{"endpoint"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_credentials_refused_total",
@@ -76,6 +77,21 @@ func (s *Service) Register(mux *http.ServeMux) {
 // Drain refuses new credentials from now on (503 with Retry-After), so clients go to a node
 // that is not shutting down.
 func (s *Service) Drain() { s.draining.Store(true) }
+
+// WelcomeICE is the iceServers and ttl of a signaling welcome for id: a fresh credential, as
+// /ice-config would give, counted as issued through endpoint "ws".
+func (s *Service) WelcomeICE(id Identity) ([]ICEServer, int64) {
+	c := s.NewICEConfig(s.Mint(id))
+	s.issued.WithLabelValues("ws").Inc()
+	return c.ICEServers, c.TTL
+}
+
+// AllowMint takes one request from ip's http.rate_limit for a credential minted through
+// another door (the /ws welcome carries one), so that every door shares one limit per client;
+// when refused, retryAfter says when one would pass.
+func (s *Service) AllowMint(ip netip.Addr) (ok bool, retryAfter time.Duration) {
+	return s.limiter.allow(ip, time.Now())
+}
 
 // Origins is the origin policy, shared with /ws.
 func (s *Service) Origins() Origins { return s.origins }
@@ -207,15 +223,9 @@ func (s *Service) turnCredentials(w http.ResponseWriter, r *http.Request, id Ide
 	if service := q.Get("service"); service != "turn" {
 		return &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: "service must be turn, not " + quote(service)}
 	}
-	// The user part: the authenticated user when auth names one (a JWT sub), else the
-	// username the app asks for.
-	if id.User == "" && q.Get("username") != "" {
-		user, err := SanitizeUser(q.Get("username"))
-		if err != nil {
-			return &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: "username: " + err.Error()}
-		}
-		id.User = user
-	}
+	// The user part is who auth proves (a JWT sub), else one of the server's choosing: the
+	// draft's username parameter is ignored, because a caller that could name any user could
+	// fill that user's turn.user_quota with credentials of its own.
 	WriteJSON(w, http.StatusOK, NewTURNCredentials(s.Mint(id), s.ttl, s.endpoints))
 	return nil
 }

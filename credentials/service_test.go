@@ -325,6 +325,8 @@ func TestAuthModes(t *testing.T) {
 			signJWT(t, jwt.SigningMethodRS256, rsaKey, jwt.MapClaims{"sub": "a", "exp": exp}), "", 401, ""},
 		{"jwt HS512", credentials.AuthConfig{Mode: "jwt", JWTSecret: jwtSecret},
 			signJWT(t, jwt.SigningMethodHS512, []byte(jwtSecret), jwt.MapClaims{"sub": "a", "exp": exp}), "", 401, ""},
+		{"jwt without sub", credentials.AuthConfig{Mode: "jwt", JWTSecret: jwtSecret},
+			signJWT(t, jwt.SigningMethodHS256, []byte(jwtSecret), jwt.MapClaims{"exp": exp}), "", 401, ""},
 		{"jwt good", credentials.AuthConfig{Mode: "jwt", JWTSecret: jwtSecret}, good, "", 200, "alice%3Aadmin"},
 		{"jwt good in query", credentials.AuthConfig{Mode: "jwt", JWTSecret: jwtSecret}, "", "token=" + url.QueryEscape(good), 200, "alice%3Aadmin"},
 	} {
@@ -393,8 +395,8 @@ func TestTurnCredentialsDraft(t *testing.T) {
 		t.Errorf("keys: got %v, want %v", keys, want)
 	}
 	username, _ := got["username"].(string)
-	if _, user, err := credentials.ParseUsername(username); err != nil || user != "bob" {
-		t.Errorf("username %q, want EXPIRY:bob", username)
+	if _, user, err := credentials.ParseUsername(username); err != nil || user == "" || user == "bob" {
+		t.Errorf("username %q, want EXPIRY:USER with a user of the server's choosing, not the bob asked for", username)
 	}
 	if got["password"] != credentials.Password("secret", username) || got["ttl"] != 86400.0 {
 		t.Errorf("got password %v, ttl %v", got["password"], got["ttl"])
@@ -402,16 +404,65 @@ func TestTurnCredentialsDraft(t *testing.T) {
 	if uris, _ := got["uris"].([]any); len(uris) != 3 || uris[0] != "turn:turn.example.com:3478?transport=udp" {
 		t.Errorf("uris: got %v, want the three TURN URIs", got["uris"])
 	}
-	for _, q := range []string{"service=stun&username=bob", "username=bob", "service=turn&username=" + strings.Repeat("x", 200)} {
+	for _, q := range []string{"service=stun&username=bob", "username=bob"} {
 		if r := do(t, "GET", srv.URL+"/turn-credentials?"+q, nil); r.status != 400 || !isErrorBody(r.body, "bad-request") {
 			t.Errorf("?%.40s: got %d %s, want 400", q, r.status, r.body)
 		}
 	}
-	// A username that would inject ':' into EXPIRY:USER is encoded instead.
-	r = do(t, "GET", srv.URL+"/turn-credentials?service=turn&username="+url.QueryEscape("9999999999:x"), nil)
-	_ = json.Unmarshal(r.body, &got)
-	if _, user, _ := credentials.ParseUsername(got["username"].(string)); user != "9999999999%3Ax" {
-		t.Errorf("got user part %q, want 9999999999%%3Ax", user)
+}
+
+// TestNoCredentialsForAnotherUser: a caller cannot obtain a credential for a user that auth
+// does not prove, so it cannot fill that user's turn.user_quota: the username parameter is
+// ignored in modes none and token, a JWT's sub decides in mode jwt, and a JWT without sub is
+// refused.
+func TestNoCredentialsForAnotherUser(t *testing.T) {
+	exp := time.Now().Add(time.Hour).Unix()
+	alice := signJWT(t, jwt.SigningMethodHS256, []byte(jwtSecret), jwt.MapClaims{"sub": "alice", "exp": exp})
+	anonymous := signJWT(t, jwt.SigningMethodHS256, []byte(jwtSecret), jwt.MapClaims{"exp": exp})
+	for _, tc := range []struct {
+		name   string
+		auth   credentials.AuthConfig
+		token  string
+		status int
+		user   string // "" for one of the server's choosing
+	}{
+		{"none", credentials.AuthConfig{Mode: "none"}, "", 200, ""},
+		{"token", credentials.AuthConfig{Mode: "token", Tokens: []string{"k1"}}, "k1", 200, ""},
+		{"jwt", credentials.AuthConfig{Mode: "jwt", JWTSecret: jwtSecret}, alice, 200, "alice"},
+		{"jwt without sub", credentials.AuthConfig{Mode: "jwt", JWTSecret: jwtSecret}, anonymous, 401, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, _ := start(t, setup{auth: tc.auth})
+			header := map[string]string{}
+			if tc.token != "" {
+				header["Authorization"] = "Bearer " + tc.token
+			}
+			seen := map[string]bool{}
+			for range 2 {
+				r := do(t, "GET", srv.URL+"/turn-credentials?service=turn&username=victim", header)
+				if r.status != tc.status {
+					t.Fatalf("got %d %s, want %d", r.status, r.body, tc.status)
+				}
+				if r.status != 200 {
+					if !strings.Contains(string(r.body), "no sub") {
+						t.Errorf("got %s, want an error saying the JWT has no sub", r.body)
+					}
+					return
+				}
+				var got credentials.TURNCredentials
+				_ = json.Unmarshal(r.body, &got)
+				_, user, err := credentials.ParseUsername(got.Username)
+				switch {
+				case err != nil || user == "victim" || user == "":
+					t.Fatalf("username %q: want a user other than victim", got.Username)
+				case tc.user != "" && user != tc.user:
+					t.Fatalf("username %q: want user %s", got.Username, tc.user)
+				case tc.user == "" && seen[user]:
+					t.Fatalf("two credentials for user %s: want a fresh one each time", user)
+				}
+				seen[user] = true
+			}
+		})
 	}
 }
 

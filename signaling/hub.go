@@ -29,9 +29,12 @@ type Options struct {
 	Proxies credentials.Proxies
 	// ICE returns the iceServers and ttl of the welcome, for the connection's identity:
 	// the same as /ice-config would give it.
-	ICE      func(credentials.Identity) ([]credentials.ICEServer, int64)
-	Logger   *slog.Logger
-	Registry prometheus.Registerer
+	ICE func(credentials.Identity) ([]credentials.ICEServer, int64)
+	// MintLimit, when set, is asked before each welcome (which carries a fresh TURN
+	// credential): false refuses the connection with 429, retryAfter as its Retry-After.
+	MintLimit func(netip.Addr) (ok bool, retryAfter time.Duration)
+	Logger    *slog.Logger
+	Registry  prometheus.Registerer
 }
 
 // Hub is the signaling service of one node: it speaks the protocol with the WebSocket
@@ -44,6 +47,7 @@ type Hub struct {
 	origins credentials.Origins
 	proxies credentials.Proxies
 	ice     func(credentials.Identity) ([]credentials.ICEServer, int64)
+	mint    func(netip.Addr) (bool, time.Duration)
 	log     *slog.Logger
 	metrics *metrics
 
@@ -68,7 +72,7 @@ func New(cfg Config, o Options) (*Hub, error) {
 		o.Bus = NewLocalBus()
 	}
 	h := &Hub{
-		cfg: cfg, bus: o.Bus, auth: o.Auth, origins: o.Origins, proxies: o.Proxies, ice: o.ICE, log: o.Logger,
+		cfg: cfg, bus: o.Bus, auth: o.Auth, origins: o.Origins, proxies: o.Proxies, ice: o.ICE, mint: o.MintLimit, log: o.Logger,
 		sessions: map[string]*session{}, tokens: map[string]*session{},
 		conns: map[*conn]struct{}{}, perIP: map[netip.Addr]int{}, done: make(chan struct{}),
 	}

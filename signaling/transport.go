@@ -10,9 +10,9 @@ import (
 	"github.com/icebox-rtc/icebox/credentials"
 )
 
-// ServeHTTP is /ws: it checks the origin (403), the token (401), the drain (503) and the
-// connections of the client IP (429), all as JSON errors before any upgrade, then upgrades and
-// sends the welcome. ?resume=TOKEN resumes a session; ?last=SEQ says which of its frames the
+// ServeHTTP is /ws: it checks the origin (403), the token (401), the drain (503), the
+// connections of the client IP and its credential rate (429), all as JSON errors before any
+// upgrade, then upgrades and sends the welcome. ?resume=TOKEN resumes a session; ?last=SEQ says which of its frames the
 // client already has.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	refuse := func(status int, code, msg string, retry time.Duration) {
@@ -61,6 +61,14 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			delete(h.perIP, ip)
 		}
 		h.mu.Unlock()
+	}
+	if h.mint != nil {
+		if ok, wait := h.mint(ip); !ok {
+			release()
+			refuse(http.StatusTooManyRequests, credentials.CodeRateLimited,
+				"too many connections a second from this address: each welcome carries a TURN credential (http.rate_limit)", wait)
+			return
+		}
 	}
 
 	ws, err := h.upgrader.Upgrade(w, r, nil)

@@ -2,6 +2,7 @@ package stunturn
 
 import (
 	"bufio"
+	"container/list"
 	"context"
 	"crypto/tls"
 	"encoding/binary"
@@ -10,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -127,11 +129,10 @@ func (l *streamListener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
 		if err == nil {
-			if !l.t.s.files.openStream() {
-				l.t.refuse(c)
-				continue
+			if l.t.admitConn(c) {
+				return l.t.track(c), nil
 			}
-			return l.t.track(c), nil
+			continue
 		}
 		if errors.Is(err, net.ErrClosed) {
 			return nil, err
@@ -142,15 +143,74 @@ func (l *streamListener) Accept() (net.Conn, error) {
 	}
 }
 
-// refuse closes a connection the file budget has no room for.
-func (t *transport) refuse(c net.Conn) {
-	_ = c.Close()
-	t.s.metrics.connRefused.WithLabelValues(t.name).Inc()
-	if ok, held := t.s.refusedConns.allow(time.Now()); ok {
-		t.s.log.Warn("turn connection refused: TCP and TLS connections would use file descriptors kept for the rest of icebox (raise LimitNOFILE / ulimit -n)",
-			"transport", t.name, "connections", t.s.files.streams.Load(), "relay_sockets", t.s.files.relays.Load(),
-			"file_limit", t.s.files.limit, "refused_since_last_log", held)
+// admitConn takes a file descriptor of the budget for connection c. When there is none, the
+// oldest connection without an allocation is closed to make room; when every connection holds
+// an allocation, c is closed. Both are counted, and logged at most every 10 seconds.
+func (t *transport) admitConn(c net.Conn) bool {
+	files := t.s.files
+	if files.openStream() {
+		return true
 	}
+	if old := t.s.idle.oldest(); old != nil {
+		_ = old.Close()
+		if files.openStream() {
+			t.shed(shedEvicted, old)
+			return true
+		}
+	}
+	_ = c.Close()
+	t.shed(shedRefused, c)
+	return false
+}
+
+// shed counts and logs a connection closed for the file budget.
+func (t *transport) shed(reason string, c net.Conn) {
+	t.s.metrics.connShed.WithLabelValues(t.name, reason).Inc()
+	if ok, held := t.s.shedLog.allow(time.Now()); ok {
+		t.s.log.Warn("turn connections over the file descriptor budget: closing the oldest without an allocation, "+
+			"or the new one when all hold one (raise LimitNOFILE / ulimit -n if this is real traffic)",
+			"transport", t.name, "reason", reason, "client", c.RemoteAddr().String(), "connections", t.s.files.streams.Load(),
+			"relay_sockets", t.s.files.relays.Load(), "file_limit", t.s.files.limit, "shed_since_last_log", held)
+	}
+}
+
+// idleStreams are the TCP and TLS connections that hold no allocation, oldest first. When the
+// file budget has no room for a new connection, the oldest of them makes room: a flood of idle
+// connections only pushes out its own, and a client that allocates at once (every browser
+// does) is not turned away.
+type idleStreams struct {
+	mu sync.Mutex
+	l  list.List // of *streamConn
+}
+
+func (q *idleStreams) add(c *streamConn) {
+	q.mu.Lock()
+	if c.idle == nil && !c.closed.Load() {
+		c.idle = q.l.PushBack(c)
+	}
+	q.mu.Unlock()
+}
+
+func (q *idleStreams) remove(c *streamConn) {
+	q.mu.Lock()
+	if c.idle != nil {
+		q.l.Remove(c.idle)
+		c.idle = nil
+	}
+	q.mu.Unlock()
+}
+
+// oldest takes the oldest idle connection off the list (nil when there is none).
+func (q *idleStreams) oldest() *streamConn {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	e := q.l.Front()
+	if e == nil {
+		return nil
+	}
+	c := q.l.Remove(e).(*streamConn)
+	c.idle = nil
+	return c
 }
 
 // track wraps an accepted connection and remembers it. Its idle timeout runs from now.
@@ -189,14 +249,17 @@ type streamConn struct {
 	handshook bool
 	closed    atomic.Bool
 	cur       atomic.Pointer[request]
+	idle      *list.Element // in Server.idle while it holds no allocation; guarded by its mu
 }
 
 // setAllocated lifts the read deadline while the connection holds an allocation, and sets it
 // to the idle timeout from now when it holds none.
 func (c *streamConn) setAllocated(allocated bool) {
 	if allocated {
+		c.t.s.idle.remove(c)
 		_ = c.SetReadDeadline(time.Time{})
 	} else {
+		c.t.s.idle.add(c)
 		_ = c.SetReadDeadline(time.Now().Add(c.t.s.idleTimeout))
 	}
 }
@@ -295,6 +358,7 @@ func (c *streamConn) done(r *request) {
 func (c *streamConn) Close() error {
 	err := c.Conn.Close()
 	if c.closed.CompareAndSwap(false, true) {
+		c.t.s.idle.remove(c)
 		c.done(c.cur.Load())
 		c.t.mu.Lock()
 		if c.t.streams[c.key] == c {

@@ -29,3 +29,17 @@ func (s *Server) FastBindings() int {
 	}
 	return n
 }
+
+// PermissionsAndChannels is the number of permissions and channel bindings of every live
+// allocation, as icebox learns them from pion's events.
+func (s *Server) PermissionsAndChannels() (perms, channels int) {
+	for _, t := range s.transports {
+		t.mu.Lock()
+		for _, a := range t.allocs {
+			perms += len(a.perms)
+			channels += len(a.channels)
+		}
+		t.mu.Unlock()
+	}
+	return perms, channels
+}

@@ -11,7 +11,7 @@ type metrics struct {
 	allocateRefused  *prometheus.CounterVec
 	permissionDenied *prometheus.CounterVec
 	connections      *prometheus.GaugeVec
-	connRefused      *prometheus.CounterVec
+	connShed         *prometheus.CounterVec
 
 	// Resolved once: the per-packet path only adds to them.
 	toPeerPackets, fromPeerPackets prometheus.Counter
@@ -29,6 +29,9 @@ const (
 	refusedNoPort     = "no_relay_port"
 	refusedDraining   = "draining"
 	refusedFileLimit  = "file_limit"
+
+	shedEvicted = "idle_evicted"
+	shedRefused = "refused"
 )
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -69,10 +72,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "icebox_turn_connections",
 			Help: "Open TURN connections over TCP and TLS.",
 		}, []string{"transport"}),
-		connRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "icebox_turn_connections_refused_total",
-			Help: "TURN TCP and TLS connections closed at once because they would use file descriptors kept for the rest of icebox, by transport.",
-		}, []string{"transport"}),
+		connShed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "icebox_turn_connections_shed_total",
+			Help: "TURN TCP and TLS connections closed because the file descriptor budget was full, by transport and reason (idle_evicted: the oldest without an allocation made room; refused: the new one, every other holding an allocation).",
+		}, []string{"transport", "reason"}),
 		toPeerPackets:   packets.WithLabelValues(dirToPeer),
 		fromPeerPackets: packets.WithLabelValues(dirFromPeer),
 		toPeerBytes:     bytes.WithLabelValues(dirToPeer),
@@ -81,6 +84,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		fromPeerDropped: dropped.WithLabelValues(dirFromPeer),
 	}
 	reg.MustRegister(m.allocations, m.created, m.authFailures, m.allocateRefused, m.permissionDenied,
-		m.connections, m.connRefused, packets, bytes, dropped)
+		m.connections, m.connShed, packets, bytes, dropped)
 	return m
 }

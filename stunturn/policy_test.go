@@ -181,3 +181,81 @@ func assertNothingArrives(t *testing.T, conn *net.UDPConn) {
 		t.Errorf("a denied address received %q from %v", buf[:n], from)
 	}
 }
+
+// TestOwnRelayAddressForeignSocket: another process's socket on the server's relay address,
+// at a port inside the relay range, receives nothing through a relay (Send indications and
+// ChannelData, from UDP and TCP clients) and cannot send into one, while icebox's own relay
+// ports still reach each other.
+func TestOwnRelayAddressForeignSocket(t *testing.T) {
+	foreign, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer foreign.Close()
+	foreignAddr := foreign.LocalAddr().(*net.UDPAddr).AddrPort()
+
+	cfg := turntest.Config() // public_ip 127.0.0.1, default policy: the own address by port only
+	fp := int(foreignAddr.Port())
+	cfg.RelayPortMin, cfg.RelayPortMax = max(fp-20, 1024), min(fp+20, 65535) // the foreign port is inside
+	srv := turntest.Start(t, turntest.Options{Config: &cfg, NoTLS: true})
+
+	b := turntest.Dial(t, "udp", srv.UDP, nil)
+	credB := srv.Credential("b", time.Hour)
+	relayB, err := b.Allocate(credB.Username, credB.Password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, tr := range []string{"udp", "tcp"} {
+		t.Run(tr, func(t *testing.T) {
+			a := turntest.Dial(t, tr, srv.Addr(tr), nil)
+			credA := srv.Credential("a-"+tr, time.Hour)
+			relayA, err := a.Allocate(credA.Username, credA.Password)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := b.CreatePermission(turntest.PeerAddress{Addr: relayA}); err != nil {
+				t.Fatal(err)
+			}
+			// The permission is per IP: it covers the foreign socket's port too.
+			if err := a.CreatePermission(turntest.PeerAddress{Addr: relayB}); err != nil {
+				t.Fatal(err)
+			}
+			channel := uint16(0x4100 + i)
+			if err := a.ChannelBind(channel, turntest.PeerAddress{Addr: foreignAddr}); err != nil {
+				t.Fatalf("binding a channel to the server's own address: %v", err)
+			}
+			before := metric(t, srv.Registry, "icebox_turn_peer_packets_dropped_total", "direction", "to_peer")
+			_ = a.Send(foreignAddr, []byte("send indication to a foreign socket"))
+			_ = a.SendChannel(channel, []byte("channel data to a foreign socket"))
+			// A marker behind them on the same path: once it arrived, they were handled.
+			if err := a.Send(relayB, []byte("marker "+tr)); err != nil {
+				t.Fatal(err)
+			}
+			recvPayload(t, b, "marker "+tr)
+			if got := metric(t, srv.Registry, "icebox_turn_peer_packets_dropped_total", "direction", "to_peer"); got != before+2 {
+				t.Errorf("datagrams dropped toward the foreign socket: got %v, want %v", got-before, 2)
+			}
+			// What was sent is in its buffer already: the read returns at once if anything came.
+			_ = foreign.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			buf := make([]byte, 1500)
+			if n, _, err := foreign.ReadFromUDP(buf); err == nil {
+				t.Errorf("the foreign socket received %q", buf[:n])
+			}
+
+			// The other way: the foreign socket sends to A's relay, then B does.
+			beforeFrom := metric(t, srv.Registry, "icebox_turn_peer_packets_dropped_total", "direction", "from_peer")
+			if _, err := foreign.WriteToUDP([]byte("from a foreign socket"), net.UDPAddrFromAddrPort(relayA)); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Send(relayA, []byte("relay to relay "+tr)); err != nil {
+				t.Fatal(err)
+			}
+			if d := recvPayload(t, a, "relay to relay "+tr); d.Peer.IsValid() && d.Peer != relayB {
+				t.Errorf("got it from %v, want from %v", d.Peer, relayB)
+			}
+			if got := metric(t, srv.Registry, "icebox_turn_peer_packets_dropped_total", "direction", "from_peer"); got != beforeFrom+1 {
+				t.Errorf("datagrams dropped from the foreign socket: got %v, want 1", got-beforeFrom)
+			}
+		})
+	}
+}

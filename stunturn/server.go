@@ -59,7 +59,8 @@ type Server struct {
 	draining atomic.Bool
 
 	maxPermissions, maxChannels int
-	refusedConns                logEvery // connections refused for the file budget, logged once a while
+	idle                        idleStreams // TCP and TLS connections without an allocation
+	shedLog                     logEvery    // connections closed for the file budget, logged once a while
 
 	idleTimeout, handshakeTimeout time.Duration
 
@@ -88,7 +89,7 @@ func New(c Config, o Options) (*Server, error) {
 
 		maxPermissions: c.MaxPermissions,
 		maxChannels:    c.MaxChannels,
-		refusedConns:   logEvery{interval: 10 * time.Second},
+		shedLog:        logEvery{interval: 10 * time.Second},
 
 		idleTimeout:      cmp.Or(o.IdleTimeout, defaultIdleTimeout),
 		handshakeTimeout: cmp.Or(o.HandshakeTimeout, defaultHandshakeTimeout),

@@ -95,8 +95,9 @@ func TestStreamGarbageClosesOnlyThatConnection(t *testing.T) {
 	recvPayload(t, good, "unaffected")
 }
 
-// TestStreamTimeouts: a connection that never completes TLS, or holds no allocation and says
-// nothing, is closed; one with an allocation stays.
+// TestStreamTimeouts: a connection that never completes TLS is closed, and so is one that
+// holds no allocation once the idle timeout has passed since it opened, even while it keeps
+// sending STUN Bindings (an open connection is a file descriptor); one with an allocation stays.
 func TestStreamTimeouts(t *testing.T) {
 	srv := turntest.Start(t, turntest.Options{IdleTimeout: 300 * time.Millisecond, HandshakeTimeout: 300 * time.Millisecond})
 
@@ -117,7 +118,36 @@ func TestStreamTimeouts(t *testing.T) {
 		}
 		conn.Close()
 	}
-	time.Sleep(600 * time.Millisecond)
+
+	// A connection that only sends Bindings, every 50 ms, is answered until it is closed.
+	chatty, err := net.Dial("tcp", srv.TCP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer chatty.Close()
+	r := bufio.NewReader(chatty)
+	deadline := time.Now().Add(10 * time.Second)
+	answered := 0
+	for {
+		if time.Now().After(deadline) {
+			t.Fatalf("a connection without an allocation sending Bindings stayed open for 10 s (%d answered)", answered)
+		}
+		req := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
+		_ = chatty.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := chatty.Write(req.Raw); err != nil {
+			break
+		}
+		if _, err := r.Peek(1); err != nil {
+			break // closed by the server
+		}
+		readResponse(t, r)
+		answered++
+		time.Sleep(50 * time.Millisecond) // the pace of a keepalive, not a wait for the server
+	}
+	if answered == 0 {
+		t.Errorf("no Binding was answered before the connection closed")
+	}
+	// The idle timeout has passed for the connection with an allocation as well.
 	if _, _, err := withAlloc.Binding(); err != nil {
 		t.Errorf("the connection holding an allocation was closed: %v", err)
 	}

@@ -150,16 +150,14 @@ func newApp(cfg Config, log *slog.Logger, info buildInfo) (a *app, err error) {
 		a.components = append(a.components, namedComponent{"redis", &busComponent{rb, make(chan struct{})}})
 	}
 	if a.hub, err = signaling.New(cfg.Signaling, signaling.Options{
-		Bus:     bus,
-		Auth:    a.auth,
-		Origins: a.creds.Origins(),
-		Proxies: a.creds.Proxies(),
-		ICE: func(id credentials.Identity) ([]credentials.ICEServer, int64) {
-			c := a.creds.NewICEConfig(a.creds.Mint(id))
-			return c.ICEServers, c.TTL
-		},
-		Logger:   log.With("component", "signaling"),
-		Registry: a.registry,
+		Bus:       bus,
+		Auth:      a.auth,
+		Origins:   a.creds.Origins(),
+		Proxies:   a.creds.Proxies(),
+		ICE:       a.creds.WelcomeICE,
+		MintLimit: a.creds.AllowMint,
+		Logger:    log.With("component", "signaling"),
+		Registry:  a.registry,
 	}); err != nil {
 		return a, err
 	}

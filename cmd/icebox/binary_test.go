@@ -67,7 +67,13 @@ type proc struct {
 
 func startBinary(t *testing.T, dir string, env []string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(iceboxBinary(t), args...)
+	return startCommand(t, dir, env, iceboxBinary(t), args...)
+}
+
+// startCommand runs name (icebox itself, or a wrapper such as prlimit that execs it).
+func startCommand(t *testing.T, dir string, env []string, name string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(name, args...)
 	cmd.Dir = dir
 	cmd.Env = env
 	stderr, err := cmd.StderrPipe()

@@ -337,7 +337,12 @@ func TestDemoSignalingDrop(t *testing.T) {
 func TestDemoTwoNodes(t *testing.T) {
 	browser := newBrowser(t)
 	r := redistest.Start(t, redistest.Options{})
-	onRedis := func(c *Config) { c.Signaling.RedisURL = r.URL }
+	onRedis := func(c *Config) {
+		c.Signaling.RedisURL = r.URL
+		// Both nodes relay on 127.0.0.1: a node reaches only its own relay ports there unless
+		// allowed_peer_cidrs covers the address (README, "Running several nodes").
+		c.TURN.AllowedPeerCIDRs = []string{"127.0.0.1/32"}
+	}
 	nodeA, nodeB := demoApp(t, onRedis), demoApp(t, onRedis)
 	a := openTab(t, browser, nodeA+"/?room=nodes&policy=relay&name=Ada")
 	b := openTab(t, browser, nodeB+"/?room=nodes&policy=relay&name=Bob")

@@ -54,6 +54,8 @@ type Options struct {
 	Logger   *slog.Logger // nil: discard (t.Log when -v)
 	// IdleTimeout and HandshakeTimeout of TCP and TLS connections (0: the defaults).
 	IdleTimeout, HandshakeTimeout time.Duration
+	// MaxFiles is the file descriptor limit the server budgets for (0: the process's).
+	MaxFiles int
 }
 
 // Config is stunturn.DefaultConfig with every listener on 127.0.0.1:0 and relays on 127.0.0.1.
@@ -90,7 +92,8 @@ func Start(t testing.TB, o Options) *Server {
 		o.PublicIP = netip.MustParseAddr("127.0.0.1")
 	}
 	opts := stunturn.Options{Secrets: s.Secrets, MaxTTL: o.MaxTTL, PublicIP: o.PublicIP,
-		Logger: log, Registry: s.Registry, IdleTimeout: o.IdleTimeout, HandshakeTimeout: o.HandshakeTimeout}
+		Logger: log, Registry: s.Registry, IdleTimeout: o.IdleTimeout, HandshakeTimeout: o.HandshakeTimeout,
+		MaxFiles: o.MaxFiles}
 	var err error
 	if cfg.UDPListen != "" {
 		if opts.UDP, err = stunturn.ListenUDP(cfg.UDPListen, cfg.UDPSockets); err != nil {
