@@ -1,7 +1,9 @@
 package stunturn_test
 
 import (
+	"fmt"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -70,5 +72,78 @@ func FuzzAuthenticatedRequest(f *testing.F) {
 		}
 		_ = c.Write(req)
 		alive(t, srv, "udp")
+	})
+}
+
+// FuzzPermissionRequests: CreatePermission and ChannelBind requests that pass authentication,
+// with arbitrary attributes (encoded in b as type, length, value), on one allocation with
+// turn.max_permissions and turn.max_channels of 4. Each gets an answer (requests stay under
+// 1,200 bytes: a datagram larger than 1,600 is dropped unanswered, as by pion and coturn); the
+// allocation never holds more permissions or channels than the limits; and its first channel
+// keeps relaying.
+func FuzzPermissionRequests(f *testing.F) {
+	cfg := labConfig()
+	cfg.MaxPermissions, cfg.MaxChannels = 4, 4
+	srv := turntest.Start(f, turntest.Options{Config: cfg, NoTLS: true})
+	echo, _ := turntest.Echo(f)
+	c := turntest.Dial(f, "udp", srv.UDP, nil)
+	cred := srv.Credential("fuzz-perm", time.Hour)
+	if _, err := c.Allocate(cred.Username, cred.Password); err != nil {
+		f.Fatal(err)
+	}
+	if err := c.ChannelBind(0x4000, peer(echo)); err != nil {
+		f.Fatal(err)
+	}
+	attr := func(t stun.AttrType, v []byte) []byte { return append([]byte{byte(t >> 8), byte(t), byte(len(v))}, v...) }
+	xorPeer := func(addr string) []byte {
+		m := &stun.Message{}
+		_ = turntest.PeerAddress{Addr: netip.MustParseAddrPort(addr)}.AddTo(m)
+		v, _ := m.Get(stun.AttrXORPeerAddress)
+		return v // XORed with a zero transaction ID: it decodes to some address, which is the point
+	}
+	f.Add(false, attr(stun.AttrXORPeerAddress, xorPeer("93.184.216.34:443")))
+	f.Add(false, append(attr(stun.AttrXORPeerAddress, xorPeer("93.184.216.34:443")), attr(stun.AttrXORPeerAddress, xorPeer("10.0.0.1:9"))...))
+	f.Add(true, append(attr(stun.AttrChannelNumber, []byte{0x40, 0x01, 0, 0}), attr(stun.AttrXORPeerAddress, xorPeer("127.0.0.1:9"))...))
+	f.Add(true, append(attr(stun.AttrChannelNumber, []byte{0x7f, 0xff, 0, 0}), attr(stun.AttrXORPeerAddress, xorPeer("127.0.0.1:9"))...))
+	f.Add(true, attr(stun.AttrChannelNumber, []byte{0x40}))
+	f.Fuzz(func(t *testing.T, bind bool, b []byte) {
+		if len(b) > 1200 {
+			b = b[:1200]
+		}
+		var setters []stun.Setter
+		for len(b) >= 3 {
+			typ, n := stun.AttrType(uint16(b[0])<<8|uint16(b[1])), int(b[2])
+			b = b[3:]
+			n = min(n, len(b))
+			if typ == stun.AttrMessageIntegrity || typ == stun.AttrFingerprint || typ == stun.AttrUsername ||
+				typ == stun.AttrRealm || typ == stun.AttrNonce {
+				typ = stun.AttrXORPeerAddress // the client signs the request itself
+			}
+			setters = append(setters, turntest.Attr(typ, b[:n]))
+			b = b[n:]
+		}
+		method := stun.MethodCreatePermission
+		if bind {
+			method = stun.MethodChannelBind
+		}
+		if _, err := c.Authenticated(method, setters...); err != nil && !isErrorResponse(err) {
+			t.Fatalf("no answer: %v", err)
+		}
+		if perms, channels := srv.PermissionsAndChannels(); perms > 4 || channels > 4 {
+			t.Fatalf("the allocation holds %d permissions and %d channels, limits 4 and 4", perms, channels)
+		}
+		payload := fmt.Appendf(nil, "alive %d", time.Now().UnixNano())
+		if err := c.SendChannel(0x4000, payload); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			d, ok := c.Recv(5 * time.Second)
+			if !ok {
+				t.Fatalf("the first channel stopped relaying")
+			}
+			if string(d.Payload) == string(payload) {
+				break
+			}
+		}
 	})
 }

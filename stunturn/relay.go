@@ -233,11 +233,14 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	return len(p), nil
 }
 
-// Close closes the socket and gives its port back to the range.
+// Close closes the socket and gives its port back to the range. A second Close does nothing:
+// icebox closes the socket of an allocation it deletes (Refresh with lifetime 0), and pion
+// closes it again when it tears the allocation down.
 func (c *relayConn) Close() error {
-	err := c.raw.close()
-	if c.closed.CompareAndSwap(false, true) {
-		c.alloc.release(c.port)
+	if !c.closed.CompareAndSwap(false, true) {
+		return nil
 	}
+	err := c.raw.close()
+	c.alloc.release(c.port)
 	return err
 }

@@ -205,8 +205,18 @@ func (o *compareOptions) scenarios() []scenario {
 		{"video", turnOptions{mode: "echo", allocations: 50, rate: 90, size: 960, duration: d, warmup: w}},
 		{"allocation rate", turnOptions{mode: "alloc", allocations: allocs}},
 		{"idle allocations", turnOptions{mode: "idle", allocations: idle}},
+		{floodScenario, turnOptions{mode: "flood", allocations: 50, rate: 50, size: 172, duration: d, warmup: w,
+			floodChannels: 4096, floodTime: 30 * time.Second}},
 	}
 }
+
+// The channel flood (issue "hold under abuse"): audio-like bystanders while one client binds
+// as many channels as the server lets it and deletes its allocation. icebox runs it twice: as
+// configured by default (turn.max_channels 64) and with the limit off.
+const (
+	floodScenario        = "channel flood"
+	floodUnlimitedResult = "channel flood, max_channels 0"
+)
 
 // saturation raises the offered load (audio packets) until 1% of it is lost, and returns the
 // last load under 1% loss.
@@ -297,6 +307,18 @@ func runCompare(o *compareOptions) (fmt.Stringer, error) {
 				}
 				res.turn[sc.name][name] = append(res.turn[sc.name][name], r)
 			}
+			if name == "icebox" {
+				s.stop() // the same scenario on an icebox without the channel limit
+				if r, err := o.floodUnlimited(secret); err == nil {
+					fmt.Fprintf(os.Stderr, "round %d: %s\n", round+1, r)
+					res.turn[floodUnlimitedResult] = map[string][]turnResult{"icebox": append(res.turn[floodUnlimitedResult]["icebox"], r)}
+				} else {
+					fmt.Fprintf(os.Stderr, "icebox %s: %v\n", floodUnlimitedResult, err)
+				}
+				if s, err = o.startIcebox(secret); err != nil {
+					return nil, err
+				}
+			}
 			best, steps := saturation(turnOptions{server: s.turn, transport: "udp", secret: secret, pid: s.pid(), label: name, concurrency: 16}, o.quick)
 			for _, st := range steps {
 				fmt.Fprintf(os.Stderr, "round %d saturation: %s\n", round+1, st)
@@ -338,6 +360,23 @@ func runCompare(o *compareOptions) (fmt.Stringer, error) {
 		return nil, err
 	}
 	return stringer("wrote " + o.out), nil
+}
+
+// floodUnlimited runs the channel flood on an icebox with turn.max_channels 0.
+func (o *compareOptions) floodUnlimited(secret string) (turnResult, error) {
+	s, err := o.startIcebox(secret, "--turn.max_channels", "0")
+	if err != nil {
+		return turnResult{}, err
+	}
+	defer s.stop()
+	for _, sc := range o.scenarios() {
+		if sc.name == floodScenario {
+			opts := sc.opts
+			opts.server, opts.transport, opts.secret, opts.pid, opts.label, opts.concurrency = s.turn, "udp", secret, s.pid(), "icebox max_channels 0", 16
+			return runTurn(&opts)
+		}
+	}
+	return turnResult{}, errors.New("no flood scenario")
 }
 
 type stringer string

@@ -71,6 +71,38 @@ func writeReport(o *compareOptions, res roundResults, commands []string) string 
 	cc := median(pick(res.saturation["coturn"], func(r turnResult) float64 { return r.CPUPerPacketUs }))
 	p("| saturation | server CPU per relayed packet at that load | %s | %s | %s | | |\n", num(ci, "µs"), num(cc, "µs"), ratio(ci, cc))
 
+	flood := func(rs []turnResult, f func(*floodResult) float64) float64 {
+		var xs []float64
+		for _, r := range rs {
+			if r.Flood != nil {
+				xs = append(xs, f(r.Flood))
+			}
+		}
+		return median(xs)
+	}
+	fl := res.turn[floodScenario]
+	fi, fc, fu := fl["icebox"], fl["coturn"], res.turn[floodUnlimitedResult]["icebox"]
+	p("\n### Channel flood\n\n")
+	p("50 allocations relay audio (50 pps x 172 B over channels) while one more client binds channels\n")
+	p("0x4000-0x4FFF (all 4,096 numbers RFC 8656 allows, one request after another, for at most 30 s)\n")
+	p("to distinct ports of the echo peer, then deletes its allocation (Refresh with lifetime 0).\n")
+	p("icebox refuses channels past turn.max_channels (64 by default); the third column is icebox with\n")
+	p("the limit off. The flood's CPU is the server's CPU while it ran, above what the echo load alone\n")
+	p("used in the warm-up.\n\n")
+	p("| metric | icebox | coturn | icebox, max_channels 0 |\n|---|---|---|---|\n")
+	lossOf := func(r turnResult) float64 { return 100 * r.Loss }
+	p99Of := func(r turnResult) float64 { return r.RTTP99ms }
+	p("| channels the attacker bound | %.0f | %.0f | %.0f |\n", flood(fi, func(f *floodResult) float64 { return float64(f.Bound) }),
+		flood(fc, func(f *floodResult) float64 { return float64(f.Bound) }), flood(fu, func(f *floodResult) float64 { return float64(f.Bound) }))
+	p("| time to send them | %.2f s | %.2f s | %.2f s |\n", flood(fi, func(f *floodResult) float64 { return f.BindSeconds }),
+		flood(fc, func(f *floodResult) float64 { return f.BindSeconds }), flood(fu, func(f *floodResult) float64 { return f.BindSeconds }))
+	p("| server CPU of the flood | %.2f s | %.2f s | %.2f s |\n", flood(fi, func(f *floodResult) float64 { return f.CPUSeconds }),
+		flood(fc, func(f *floodResult) float64 { return f.CPUSeconds }), flood(fu, func(f *floodResult) float64 { return f.CPUSeconds }))
+	p("| deletion answered in | %.1f ms | %.1f ms | %.1f ms |\n", flood(fi, func(f *floodResult) float64 { return f.DeleteMs }),
+		flood(fc, func(f *floodResult) float64 { return f.DeleteMs }), flood(fu, func(f *floodResult) float64 { return f.DeleteMs }))
+	p("| bystanders' loss | %.3f %% | %.3f %% | %.3f %% |\n", median(pick(fi, lossOf)), median(pick(fc, lossOf)), median(pick(fu, lossOf)))
+	p("| bystanders' RTT p99 | %.2f ms | %.2f ms | %.2f ms |\n", median(pick(fi, p99Of)), median(pick(fc, p99Of)), median(pick(fu, p99Of)))
+
 	p("\n### Every round\n\n```\n")
 	for _, name := range sortedKeys(res.turn) {
 		for _, server := range []string{"icebox", "coturn"} {
@@ -146,6 +178,7 @@ func writeReport(o *compareOptions, res roundResults, commands []string) string 
 			s.opts.mode, s.opts.allocations, s.opts.rate, s.opts.size, s.opts.duration)
 	}
 	p("icebench turn ... -mode echo -allocations 100 -size 172 -rate 50,100,200,...  # saturation: until 1%% loss\n")
+	p("# the channel flood once more against icebox started with --turn.max_channels 0\n")
 	p("icebench signal -url ws://HOST:PORT/ws -clients %d -room-size 4 [-rate %.0f] -pid SERVER_PID\n", o.signalClients, o.signalRate)
 	p("```\n")
 	return b.String()

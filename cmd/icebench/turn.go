@@ -9,10 +9,12 @@ import (
 	"net/netip"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/stun/v3"
 	"golang.org/x/net/ipv4"
 
 	"github.com/icebox-rtc/icebox/credentials"
@@ -27,6 +29,8 @@ type turnOptions struct {
 	duration, warmup        time.Duration
 	pid                     int
 	mode                    string
+	floodChannels           int
+	floodTime               time.Duration
 	json                    bool
 	label                   string
 }
@@ -44,30 +48,45 @@ func (o *turnOptions) register(fs *flag.FlagSet) {
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measured time")
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "time before measuring")
 	fs.IntVar(&o.pid, "pid", 0, "server process id: CPU per relayed packet and RSS from /proc")
-	fs.StringVar(&o.mode, "mode", "echo", "echo (relay load), alloc (allocation rate) or idle (RSS of idle allocations)")
+	fs.StringVar(&o.mode, "mode", "echo", "echo (relay load), alloc (allocation rate), idle (RSS of idle allocations) or "+
+		"flood (echo load while one more client binds -flood-channels channels and deletes its allocation)")
+	fs.IntVar(&o.floodChannels, "flood-channels", 4096, "channel numbers the flood tries, from 0x4000 up (4096: all of RFC 8656's)")
+	fs.DurationVar(&o.floodTime, "flood-time", 30*time.Second, "the flood stops binding after this long (a server with quadratic channel lookups takes minutes)")
 	fs.BoolVar(&o.json, "json", false, "print JSON")
 	fs.StringVar(&o.label, "label", "", "a name for the server in the output")
 }
 
 // turnResult is one run of icebench turn.
 type turnResult struct {
-	Label              string  `json:"label,omitempty"`
-	Mode               string  `json:"mode"`
-	Transport          string  `json:"transport"`
-	Allocations        int     `json:"allocations"`
-	Rate               int     `json:"rate_per_allocation"`
-	Size               int     `json:"size"`
-	AllocationsPerSec  float64 `json:"allocations_per_sec,omitempty"`
-	OfferedPerSec      float64 `json:"offered_pps,omitempty"`
-	DeliveredPerSec    float64 `json:"delivered_pps,omitempty"`
-	Loss               float64 `json:"loss"`
-	RTTP50ms           float64 `json:"rtt_p50_ms,omitempty"`
-	RTTP99ms           float64 `json:"rtt_p99_ms,omitempty"`
-	CPUPerPacketUs     float64 `json:"cpu_us_per_packet,omitempty"`
-	CPUPerAllocationUs float64 `json:"cpu_us_per_allocation,omitempty"`
-	ServerCPU          float64 `json:"server_cpu,omitempty"` // cores
-	RSSKiB             int64   `json:"rss_kib,omitempty"`
-	Errors             int     `json:"errors"`
+	Label              string       `json:"label,omitempty"`
+	Mode               string       `json:"mode"`
+	Transport          string       `json:"transport"`
+	Allocations        int          `json:"allocations"`
+	Rate               int          `json:"rate_per_allocation"`
+	Size               int          `json:"size"`
+	AllocationsPerSec  float64      `json:"allocations_per_sec,omitempty"`
+	OfferedPerSec      float64      `json:"offered_pps,omitempty"`
+	DeliveredPerSec    float64      `json:"delivered_pps,omitempty"`
+	Loss               float64      `json:"loss"`
+	RTTP50ms           float64      `json:"rtt_p50_ms,omitempty"`
+	RTTP99ms           float64      `json:"rtt_p99_ms,omitempty"`
+	CPUPerPacketUs     float64      `json:"cpu_us_per_packet,omitempty"`
+	CPUPerAllocationUs float64      `json:"cpu_us_per_allocation,omitempty"`
+	ServerCPU          float64      `json:"server_cpu,omitempty"` // cores
+	RSSKiB             int64        `json:"rss_kib,omitempty"`
+	Errors             int          `json:"errors"`
+	Flood              *floodResult `json:"flood,omitempty"`
+}
+
+// floodResult is what the attacker of -mode flood did and cost the server.
+type floodResult struct {
+	Tried        int     `json:"tried"`
+	Bound        int     `json:"bound"`
+	Refused      int     `json:"refused"` // error responses
+	BindSeconds  float64 `json:"bind_seconds"`
+	DeleteMs     float64 `json:"delete_ms"`          // the Refresh with lifetime 0, answered
+	CPUSeconds   float64 `json:"server_cpu_seconds"` // server CPU of the flood, above the echo load
+	ErrorMessage string  `json:"error,omitempty"`
 }
 
 func (r turnResult) String() string {
@@ -81,6 +100,13 @@ func (r turnResult) String() string {
 	case "idle":
 		s += fmt.Sprintf(", server RSS %d KiB", r.RSSKiB)
 	default:
+		if f := r.Flood; f != nil {
+			s += fmt.Sprintf(", flood: %d of %d channels bound (%d refused) in %.2f s, deletion answered in %.1f ms, server CPU of the flood %.2f s;",
+				f.Bound, f.Tried, f.Refused, f.BindSeconds, f.DeleteMs, f.CPUSeconds)
+			if f.ErrorMessage != "" {
+				s += " flood error: " + f.ErrorMessage + ";"
+			}
+		}
 		s += fmt.Sprintf(" x %d pps x %d B over %s: offered %.0f pps, delivered %.0f pps, loss %.3f%%, RTT p50 %.2f ms p99 %.2f ms",
 			r.Rate, r.Size, r.Transport, r.OfferedPerSec, r.DeliveredPerSec, 100*r.Loss, r.RTTP50ms, r.RTTP99ms)
 		if r.CPUPerPacketUs > 0 {
@@ -240,7 +266,7 @@ func runTurn(o *turnOptions) (turnResult, error) {
 		res.RSSKiB = rssKiB(o.pid)
 		releaseAll(conns)
 		return res, nil
-	case "echo":
+	case "echo", "flood":
 	default:
 		return res, fmt.Errorf("unknown -mode %q", o.mode)
 	}
@@ -318,10 +344,25 @@ func runTurn(o *turnOptions) (turnResult, error) {
 		}()
 	}
 
+	warm := time.Now()
+	cpuWarm := cpuSeconds(o.pid)
 	time.Sleep(o.warmup)
 	cpu0 := cpuSeconds(o.pid)
 	t0.Store(time.Since(epoch).Nanoseconds())
-	time.Sleep(o.duration)
+	if o.mode == "flood" {
+		// The echo load alone costs this much CPU a second: the flood's cost is what it adds.
+		base := (cpu0 - cpuWarm) / time.Since(warm).Seconds()
+		start := time.Now()
+		res.Flood = flood(o, peer.addr(), len(conns))
+		took := time.Since(start)
+		if o.pid > 0 {
+			res.Flood.CPUSeconds = max(0, cpuSeconds(o.pid)-cpu0-base*took.Seconds())
+		}
+		// The window covers the flood and what follows it (the deletion's teardown).
+		time.Sleep(max(o.duration-took, 2*time.Second))
+	} else {
+		time.Sleep(o.duration)
+	}
 	t1.Store(time.Since(epoch).Nanoseconds())
 	cpu1 := cpuSeconds(o.pid)
 	res.RSSKiB = rssKiB(o.pid)
@@ -360,4 +401,47 @@ func percentile(xs []float64, p float64) float64 {
 	}
 	sort.Float64s(xs)
 	return xs[min(len(xs)-1, int(p*float64(len(xs))))]
+}
+
+// flood is the attacker of -mode flood: one more allocation that binds channels 0x4000,
+// 0x4001, ... (o.floodChannels numbers) to distinct ports of the echo peer, one request after
+// another, then deletes its allocation.
+func flood(o *turnOptions, peer netip.AddrPort, index int) *floodResult {
+	r := &floodResult{}
+	c, err := dialTURN(o.server, o.transport)
+	if err != nil {
+		r.ErrorMessage = err.Error()
+		return r
+	}
+	defer func() { _ = c.Close() }()
+	u, p := o.credential(index)
+	if err := c.allocate(u, p); err != nil {
+		r.ErrorMessage = err.Error()
+		return r
+	}
+	start := time.Now()
+	for i := range min(o.floodChannels, 0x10000-0x4000) {
+		if o.floodTime > 0 && time.Since(start) > o.floodTime {
+			r.ErrorMessage = fmt.Sprintf("stopped after %v", o.floodTime)
+			break
+		}
+		r.Tried++
+		to := netip.AddrPortFrom(peer.Addr(), uint16(10000+i%50000))
+		if err := c.channelBind(uint16(0x4000+i), to); err != nil {
+			if !strings.Contains(err.Error(), ": error ") {
+				r.ErrorMessage = err.Error() // no answer: the server is stuck or gone
+				break
+			}
+			r.Refused++
+			continue
+		}
+		r.Bound++
+	}
+	r.BindSeconds = time.Since(start).Seconds()
+	start = time.Now()
+	if _, err := c.authenticated(stun.MethodRefresh, rawAttr{stun.AttrLifetime, []byte{0, 0, 0, 0}}); err != nil {
+		r.ErrorMessage = "delete: " + err.Error()
+	}
+	r.DeleteMs = float64(time.Since(start).Microseconds()) / 1000
+	return r
 }
