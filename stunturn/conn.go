@@ -355,18 +355,21 @@ func (c *streamConn) done(r *request) {
 	}
 }
 
+// Close closes the connection; the first call also gives back its file descriptor budget
+// before it returns, so that a connection evicted to make room has made it.
 func (c *streamConn) Close() error {
-	err := c.Conn.Close()
-	if c.closed.CompareAndSwap(false, true) {
-		c.t.s.idle.remove(c)
-		c.done(c.cur.Load())
-		c.t.mu.Lock()
-		if c.t.streams[c.key] == c {
-			delete(c.t.streams, c.key)
-		}
-		c.t.mu.Unlock()
-		c.t.s.metrics.connections.WithLabelValues(c.t.name).Dec()
-		c.t.s.files.closeStream()
+	if !c.closed.CompareAndSwap(false, true) {
+		return c.Conn.Close()
 	}
+	c.t.s.idle.remove(c)
+	err := c.Conn.Close()
+	c.done(c.cur.Load())
+	c.t.mu.Lock()
+	if c.t.streams[c.key] == c {
+		delete(c.t.streams, c.key)
+	}
+	c.t.mu.Unlock()
+	c.t.s.metrics.connections.WithLabelValues(c.t.name).Dec()
+	c.t.s.files.closeStream()
 	return err
 }

@@ -122,12 +122,15 @@ func (t *transport) refresh(r *request, m *stun.Message, a *allocState) []byte {
 	}
 	first := !a.closing
 	a.closing = true
-	port := a.relayPort
+	port, user := a.relayPort, a.quotaUser
 	t.mu.Unlock()
 	if first {
+		// Gone for the client from here: its relay port, its quota slot, the gauge.
 		if rc := t.s.relays.conn(port); rc != nil {
 			_ = rc.Close()
 		}
+		t.s.quota.release(user)
+		t.s.metrics.allocations.WithLabelValues(t.name).Dec()
 	}
 	return respond(m, stun.ClassSuccessResponse, r.key, stun.RawAttribute{Type: stun.AttrLifetime, Length: 4, Value: []byte{0, 0, 0, 0}})
 }

@@ -207,11 +207,18 @@ func (s *Server) close() error {
 	return err
 }
 
-// Allocations is the number of live allocations on every transport.
+// Allocations is the number of live allocations on every transport (one deleted by its client
+// no longer counts, even while pion is still tearing it down).
 func (s *Server) Allocations() int {
 	n := 0
-	for _, p := range s.pions {
-		n += p.AllocationCount()
+	for _, t := range s.transports {
+		t.mu.Lock()
+		for _, a := range t.allocs {
+			if !a.closing {
+				n++
+			}
+		}
+		t.mu.Unlock()
 	}
 	return n
 }

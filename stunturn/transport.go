@@ -43,8 +43,8 @@ type allocState struct {
 	perms               map[netip.Addr]struct{}   // peer IPs with a permission
 	channels            map[uint16]netip.AddrPort // bound channels and their peers
 	channelOf           map[netip.AddrPort]uint16 // the same, by peer
-	// closing: icebox answered a Refresh with lifetime 0 and closed the relay socket; pion
-	// deletes the allocation on the relay's own goroutine.
+	// closing: icebox answered a Refresh with lifetime 0, closed the relay socket and gave
+	// back the quota slot; pion deletes the allocation on the relay's own goroutine.
 	closing bool
 }
 
@@ -106,7 +106,7 @@ func (t *transport) onAllocationDeleted(src, _ net.Addr, _, _, _ string) {
 		}
 	}
 	t.mu.Unlock()
-	if a != nil {
+	if a != nil && !a.closing { // a closing one gave its slot back already (control.go)
 		t.s.quota.release(a.quotaUser)
 		t.s.metrics.allocations.WithLabelValues(t.name).Dec()
 	}

@@ -69,6 +69,11 @@ func Dial(t testing.TB, network, addr string, tlsConfig *tls.Config) *Client {
 	if err != nil {
 		t.Fatalf("dial %s %s: %v", network, addr, err)
 	}
+	if u, ok := conn.(*net.UDPConn); ok {
+		// Room for a burst while a loaded test machine leaves the reader unscheduled: a loss
+		// a test sees must be the server's, not this socket's (capped by net.core.rmem_max).
+		_ = u.SetReadBuffer(4 << 20)
+	}
 	c := &Client{
 		t: t, network: network, conn: conn,
 		waiting: map[[stun.TransactionIDSize]byte]chan *stun.Message{},

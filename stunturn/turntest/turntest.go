@@ -218,6 +218,7 @@ func Echo(t testing.TB) (*net.UDPAddr, <-chan []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	_ = conn.SetReadBuffer(4 << 20) // as the clients' (client.go)
 	got := make(chan []byte, 1024)
 	done := make(chan struct{})
 	go func() {
