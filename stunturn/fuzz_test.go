@@ -94,7 +94,9 @@ func FuzzPermissionRequests(f *testing.F) {
 	if err := c.ChannelBind(0x4000, peer(echo)); err != nil {
 		f.Fatal(err)
 	}
-	attr := func(t stun.AttrType, v []byte) []byte { return append([]byte{byte(t >> 8), byte(t), byte(len(v))}, v...) }
+	attr := func(t stun.AttrType, v []byte) []byte {
+		return append([]byte{byte(t >> 8), byte(t), byte(len(v))}, v...)
+	}
 	xorPeer := func(addr string) []byte {
 		m := &stun.Message{}
 		_ = turntest.PeerAddress{Addr: netip.MustParseAddrPort(addr)}.AddTo(m)
