@@ -83,7 +83,8 @@ func Start(t testing.TB, o Options) *Server {
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
-		if testing.Verbose() {
+		// A fuzz target's server outlives each input: logging into f from inside one panics.
+		if _, fuzz := t.(*testing.F); testing.Verbose() && !fuzz {
 			log = slog.New(slog.NewTextHandler(NewLogWriter(t), &slog.HandlerOptions{Level: slog.LevelDebug}))
 		}
 	}
