@@ -66,47 +66,59 @@ func isResponse(b []byte) bool {
 	return isSTUN(b) && b[0]&0x01 != 0 // C1, the class's high bit: 0b10 success, 0b11 error
 }
 
+// answer is a response icebox sends itself, and what to do once it is sent.
+type answer struct {
+	b    []byte
+	then func()
+}
+
+func (a answer) done() {
+	if a.then != nil {
+		a.then()
+	}
+}
+
 // inspect looks at one datagram from src before pion does. For an authenticated TURN request
-// it records a request (returned, to be finished after pion answered); during a drain it
-// answers new Allocates itself with 508.
-func (t *transport) inspect(src net.Addr, b []byte) (verdict, *request, []byte) {
+// it records a request (returned, to be finished after pion answered), or answers it here
+// (control.go); during a drain it answers new Allocates itself with 508.
+func (t *transport) inspect(src net.Addr, b []byte) (verdict, *request, answer) {
 	if !isSTUN(b) {
-		return pass, nil, nil
+		return pass, nil, answer{}
 	}
 	var mt stun.MessageType
 	mt.ReadValue(binary.BigEndian.Uint16(b[0:2]))
 	if mt.Class != stun.ClassRequest {
-		return pass, nil, nil
+		return pass, nil, answer{}
 	}
 	switch mt.Method {
 	case stun.MethodAllocate:
 		if t.s.draining.Load() {
 			t.s.metrics.allocateRefused.WithLabelValues(refusedDraining).Inc()
-			return reply, nil, drainingResponse(b)
+			return reply, nil, answer{b: drainingResponse(b)}
 		}
 	case stun.MethodRefresh, stun.MethodCreatePermission, stun.MethodChannelBind:
 	default:
-		return pass, nil, nil // Binding needs no credentials
+		return pass, nil, answer{} // Binding needs no credentials
 	}
 
 	m := &stun.Message{Raw: append([]byte(nil), b...)}
 	if err := m.Decode(); err != nil || !m.Contains(stun.AttrMessageIntegrity) {
-		return pass, nil, nil // pion answers: 400, or 401 with a nonce, and keeps nothing
+		return pass, nil, answer{} // pion answers: 400, or 401 with a nonce, and keeps nothing
 	}
 	var username stun.Username
 	var realm stun.Realm
 	if username.GetFrom(m) != nil || realm.GetFrom(m) != nil {
-		return pass, nil, nil
+		return pass, nil, answer{}
 	}
 	r := &request{src: src.String(), username: username.String()}
 	r.verify(t.s.secrets, realm.String(), m)
-	if resp := t.control(r, m); resp != nil {
-		return reply, nil, resp // answered here; pion never sees it
+	if ans := t.control(r, m); ans.b != nil {
+		return reply, nil, ans // answered here; pion never sees it
 	}
 	t.mu.Lock()
 	t.pending[r.src] = r
 	t.mu.Unlock()
-	return pass, r, nil
+	return pass, r, answer{}
 }
 
 // verify finds the secret whose key verifies m, or says why none does.

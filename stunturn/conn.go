@@ -67,11 +67,12 @@ func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		} else if n, from, err = c.PacketConn.ReadFrom(p); err != nil {
 			return n, from, err
 		}
-		v, r, resp := c.t.inspect(from, p[:n])
+		v, r, ans := c.t.inspect(from, p[:n])
 		if v == reply {
-			if resp != nil {
-				_, _ = c.PacketConn.WriteTo(resp, from)
+			if ans.b != nil {
+				_, _ = c.PacketConn.WriteTo(ans.b, from)
 			}
+			ans.done()
 			continue
 		}
 		c.cur.Store(r)
@@ -280,11 +281,12 @@ func (c *streamConn) Read(p []byte) (int, error) {
 		if len(frame) >= len(p) {
 			continue // larger than pion reads: it would drop it as truncated anyway
 		}
-		v, r, resp := c.t.inspect(c.RemoteAddr(), frame)
+		v, r, ans := c.t.inspect(c.RemoteAddr(), frame)
 		if v == reply {
-			if resp != nil {
-				_, _ = c.Conn.Write(resp)
+			if ans.b != nil {
+				_, _ = c.Conn.Write(ans.b)
 			}
+			ans.done()
 			continue
 		}
 		c.cur.Store(r)

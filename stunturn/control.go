@@ -40,19 +40,19 @@ const (
 	maxChannel = 0x4FFF
 )
 
-// control answers r (the request m) here when it must: the response is returned, nil hands
-// the request on to pion. Requests that pion would refuse for their credentials are handed on.
-func (t *transport) control(r *request, m *stun.Message) []byte {
+// control answers r (the request m) here when it must; an empty answer hands the request on
+// to pion. Requests that pion would refuse for their credentials are handed on.
+func (t *transport) control(r *request, m *stun.Message) answer {
 	switch m.Type.Method {
 	case stun.MethodCreatePermission, stun.MethodChannelBind, stun.MethodRefresh:
 	default:
-		return nil
+		return answer{}
 	}
 	t.mu.Lock()
 	a := t.allocs[r.src]
 	if a == nil || t.refusal(r, a, time.Now()) != "" {
 		t.mu.Unlock()
-		return nil
+		return answer{}
 	}
 	if m.Type.Method == stun.MethodRefresh {
 		return t.refresh(r, m, a) // unlocks
@@ -60,10 +60,10 @@ func (t *transport) control(r *request, m *stun.Message) []byte {
 	code, reason := t.admit(m, a)
 	t.mu.Unlock()
 	if code == 0 {
-		return nil
+		return answer{}
 	}
 	t.s.metrics.permissionDenied.WithLabelValues(reason).Inc()
-	return respond(m, stun.ClassErrorResponse, r.key, &stun.ErrorCodeAttribute{Code: code})
+	return answer{b: respond(m, stun.ClassErrorResponse, r.key, &stun.ErrorCodeAttribute{Code: code})}
 }
 
 // admit decides a CreatePermission or ChannelBind on allocation a: 0 lets pion do it, else the
@@ -111,28 +111,32 @@ func (t *transport) admit(m *stun.Message, a *allocState) (stun.ErrorCode, strin
 	return 0, ""
 }
 
-// refresh answers a Refresh with lifetime 0 (a deletion) on allocation a, and closes its relay
-// socket so that pion deletes the allocation on the relay's goroutine; any other Refresh goes
-// on to pion. t.mu is held, and released here.
-func (t *transport) refresh(r *request, m *stun.Message, a *allocState) []byte {
+// refresh answers a Refresh with lifetime 0 (a deletion) on allocation a; once the answer is
+// sent, it closes the relay socket so that pion deletes the allocation on the relay's
+// goroutine. Any other Refresh goes on to pion. t.mu is held, and released here.
+func (t *transport) refresh(r *request, m *stun.Message, a *allocState) answer {
 	v, err := m.Get(stun.AttrLifetime)
 	if err != nil || len(v) != 4 || binary.BigEndian.Uint32(v) != 0 {
 		t.mu.Unlock()
-		return nil
+		return answer{}
 	}
 	first := !a.closing
 	a.closing = true
 	port, user := a.relayPort, a.quotaUser
 	t.mu.Unlock()
+	ans := answer{b: respond(m, stun.ClassSuccessResponse, r.key, stun.RawAttribute{Type: stun.AttrLifetime, Length: 4, Value: []byte{0, 0, 0, 0}})}
 	if first {
-		// Gone for the client from here: its relay port, its quota slot, the gauge.
-		if rc := t.s.relays.conn(port); rc != nil {
-			_ = rc.Close()
-		}
+		// Gone for the client from here: its quota slot and the gauge now, its relay socket
+		// and port right after the answer.
 		t.s.quota.release(user)
 		t.s.metrics.allocations.WithLabelValues(t.name).Dec()
+		ans.then = func() {
+			if rc := t.s.relays.conn(port); rc != nil {
+				_ = rc.Close()
+			}
+		}
 	}
-	return respond(m, stun.ClassSuccessResponse, r.key, stun.RawAttribute{Type: stun.AttrLifetime, Length: 4, Value: []byte{0, 0, 0, 0}})
+	return ans
 }
 
 // respond builds the response of class to request m, signed with key.
