@@ -1,12 +1,11 @@
 package credentials
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
-	"time"
+
+	"github.com/icebox-rtc/icebox/httpapi"
 )
 
 // ErrBadUsername is a username that is not in the TURN REST form EXPIRY[:USER].
@@ -25,62 +24,17 @@ var (
 	ErrNoSubject = fmt.Errorf("%w: the JWT has no sub claim naming the user", ErrInvalidToken)
 )
 
-// Error is an API error: an HTTP status and the contract's error body
-// {"error": {"code": ..., "message": ...}}.
-type Error struct {
-	Status  int
-	Code    string
-	Message string
-	// RetryAfter, when set, is sent as the Retry-After header (rate limits, draining).
-	RetryAfter time.Duration
-}
-
-func (e *Error) Error() string { return fmt.Sprintf("%d %s: %s", e.Status, e.Code, e.Message) }
-
-// Error codes of the JSON error body.
-const (
-	CodeBadRequest   = "bad-request"
-	CodeUnauthorized = "unauthorized"
-	CodeForbidden    = "forbidden"
-	CodeNotFound     = "not-found"
-	CodeMethod       = "method-not-allowed"
-	CodeRateLimited  = "rate-limited"
-	CodeUnavailable  = "unavailable"
-)
-
-// ErrorFor maps an error to the API error a client sees: authentication failures become 401,
-// an *Error stays as it is, anything else is a 500 that says nothing about its cause.
-func ErrorFor(err error) *Error {
-	var e *Error
-	switch {
-	case errors.As(err, &e):
-		return e
-	case errors.Is(err, ErrMissingToken), errors.Is(err, ErrInvalidToken), errors.Is(err, ErrTokenExpired):
-		msg := ErrInvalidToken.Error()
-		for _, known := range []error{ErrMissingToken, ErrTokenExpired, ErrNoSubject} {
-			if errors.Is(err, known) {
-				msg = known.Error()
-			}
+// Refusal is the HTTP answer to a failed Authenticate: 401 saying which of the failures above
+// it was (never the parser's details), or the API error err already is.
+func Refusal(err error) *httpapi.Error {
+	if !errors.Is(err, ErrMissingToken) && !errors.Is(err, ErrInvalidToken) && !errors.Is(err, ErrTokenExpired) {
+		return httpapi.ErrorOf(err)
+	}
+	msg := ErrInvalidToken.Error()
+	for _, known := range []error{ErrMissingToken, ErrTokenExpired, ErrNoSubject} {
+		if errors.Is(err, known) {
+			msg = known.Error()
 		}
-		return &Error{Status: http.StatusUnauthorized, Code: CodeUnauthorized, Message: msg}
 	}
-	return &Error{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error"}
-}
-
-// WriteError writes err as the contract's JSON error body, with its status: the one place an
-// error becomes an HTTP response.
-func WriteError(w http.ResponseWriter, err error) {
-	e := ErrorFor(err)
-	if e.RetryAfter > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
-	}
-	WriteJSON(w, e.Status, map[string]any{"error": map[string]string{"code": e.Code, "message": e.Message}})
-}
-
-// WriteJSON writes v as a JSON body that no cache keeps.
-func WriteJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	return &httpapi.Error{Status: http.StatusUnauthorized, Code: httpapi.CodeUnauthorized, Message: msg}
 }

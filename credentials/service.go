@@ -3,12 +3,13 @@ package credentials
 import (
 	"log/slog"
 	"net/http"
-	"net/netip"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/icebox-rtc/icebox/httpapi"
 )
 
 // ServiceOptions configure the credential endpoints.
@@ -17,12 +18,13 @@ type ServiceOptions struct {
 	TTL       time.Duration // credentials.ttl
 	Endpoints Endpoints
 	Auth      *Authenticator
-	// AllowedOrigins, RateLimit and TrustedProxies are the http section's keys.
-	AllowedOrigins []string
-	RateLimit      float64
-	TrustedProxies []string
-	Logger         *slog.Logger
-	Registry       prometheus.Registerer
+	// Origins, Proxies and Limiter are the http section (allowed_origins, trusted_proxies,
+	// rate_limit), compiled once and shared with /ws.
+	Origins  httpapi.Origins
+	Proxies  httpapi.Proxies
+	Limiter  *httpapi.RateLimiter
+	Logger   *slog.Logger
+	Registry prometheus.Registerer
 }
 
 // Service serves GET /ice-config and GET /turn-credentials: time-limited TURN credentials for
@@ -32,9 +34,9 @@ type Service struct {
 	ttl       time.Duration
 	endpoints Endpoints
 	auth      *Authenticator
-	origins   Origins
-	proxies   Proxies
-	limiter   *limiter
+	origins   httpapi.Origins
+	proxies   httpapi.Proxies
+	limiter   *httpapi.RateLimiter
 	log       *slog.Logger
 	draining  atomic.Bool
 
@@ -43,18 +45,10 @@ type Service struct {
 }
 
 // NewService builds the credential endpoints; register them with Register.
-func NewService(o ServiceOptions) (*Service, error) {
-	origins, err := ParseOrigins(o.AllowedOrigins)
-	if err != nil {
-		return nil, err
-	}
-	proxies, err := ParseTrustedProxies(o.TrustedProxies)
-	if err != nil {
-		return nil, err
-	}
+func NewService(o ServiceOptions) *Service {
 	s := &Service{
 		secrets: o.Secrets, ttl: o.TTL, endpoints: o.Endpoints, auth: o.Auth,
-		origins: origins, proxies: proxies, limiter: newLimiter(o.RateLimit), log: o.Logger,
+		origins: o.Origins, proxies: o.Proxies, limiter: o.Limiter, log: o.Logger,
 		issued: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_credentials_issued_total",
 			Help: "TURN credentials issued, by endpoint (ice-config, turn-credentials, ws: the signaling welcome).",
@@ -65,7 +59,7 @@ func NewService(o ServiceOptions) (*Service, error) {
 		}, []string{"reason"}),
 	}
 	o.Registry.MustRegister(s.issued, s.refused)
-	return s, nil
+	return s
 }
 
 // Register adds /ice-config and /turn-credentials to mux.
@@ -86,18 +80,12 @@ func (s *Service) WelcomeICE(id Identity) ([]ICEServer, int64) {
 	return c.ICEServers, c.TTL
 }
 
-// AllowMint takes one request from ip's http.rate_limit for a credential minted through
+// AllowMint takes one request from c's http.rate_limit for a credential minted through
 // another door (the /ws welcome carries one), so that every door shares one limit per client;
 // when refused, retryAfter says when one would pass.
-func (s *Service) AllowMint(ip netip.Addr) (ok bool, retryAfter time.Duration) {
-	return s.limiter.allow(ip, time.Now())
+func (s *Service) AllowMint(c httpapi.Client) (ok bool, retryAfter time.Duration) {
+	return s.limiter.Allow(c, time.Now())
 }
-
-// Origins is the origin policy, shared with /ws.
-func (s *Service) Origins() Origins { return s.origins }
-
-// Proxies is the trusted-proxy list, shared with /ws.
-func (s *Service) Proxies() Proxies { return s.proxies }
 
 // handler serves one endpoint for an authenticated identity.
 type handler func(w http.ResponseWriter, r *http.Request, id Identity) error
@@ -113,18 +101,20 @@ func (s *Service) guard(endpoint string, h handler) http.Handler {
 		}
 		var id Identity
 		if err == nil {
-			id, err = s.auth.Authenticate(TokenFrom(r, "key"))
+			if id, err = s.auth.Authenticate(TokenFrom(r, "key")); err != nil {
+				err = Refusal(err)
+			}
 		}
 		if err == nil {
 			err = h(w, r, id)
 		}
 		if err != nil {
-			e := ErrorFor(err)
+			e := httpapi.ErrorOf(err)
 			s.refused.WithLabelValues(e.Code).Inc()
 			if e.Status == http.StatusInternalServerError {
 				s.log.Error("credentials", "endpoint", endpoint, "err", err)
 			}
-			WriteError(w, e)
+			httpapi.WriteError(w, e)
 			return
 		}
 		s.issued.WithLabelValues(endpoint).Inc()
@@ -133,34 +123,24 @@ func (s *Service) guard(endpoint string, h handler) http.Handler {
 
 // check is everything before authentication.
 func (s *Service) check(w http.ResponseWriter, r *http.Request) error {
-	if origin := r.Header.Get("Origin"); origin != "" {
-		if !s.origins.Allowed(origin, r.Host) {
-			return &Error{Status: http.StatusForbidden, Code: CodeForbidden, Message: "origin " + origin + " is not allowed (http.allowed_origins)"}
-		}
-		h := w.Header()
-		h.Set("Access-Control-Allow-Origin", origin)
-		h.Add("Vary", "Origin")
-		if r.Method == http.MethodOptions {
-			h.Set("Access-Control-Allow-Methods", "GET, OPTIONS")
-			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
-			h.Set("Access-Control-Max-Age", "600")
-		}
+	if e := s.origins.CORS(w, r); e != nil {
+		return e
 	}
 	switch r.Method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions:
 	default:
 		w.Header().Set("Allow", "GET, HEAD, OPTIONS")
-		return &Error{Status: http.StatusMethodNotAllowed, Code: CodeMethod, Message: r.Method + " is not allowed; use GET"}
+		return &httpapi.Error{Status: http.StatusMethodNotAllowed, Code: httpapi.CodeMethod, Message: r.Method + " is not allowed; use GET"}
 	}
 	if r.Method == http.MethodOptions {
 		return nil
 	}
 	if s.draining.Load() {
-		return &Error{Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
+		return &httpapi.Error{Status: http.StatusServiceUnavailable, Code: httpapi.CodeUnavailable,
 			Message: "this node is shutting down; try another", RetryAfter: 5 * time.Second}
 	}
-	if ok, wait := s.limiter.allow(s.proxies.ClientIP(r), time.Now()); !ok {
-		return &Error{Status: http.StatusTooManyRequests, Code: CodeRateLimited,
+	if ok, wait := s.limiter.Allow(s.proxies.Client(r), time.Now()); !ok {
+		return &httpapi.Error{Status: http.StatusTooManyRequests, Code: httpapi.CodeRateLimited,
 			Message: "too many requests; slow down (http.rate_limit)", RetryAfter: wait}
 	}
 	return nil
@@ -199,9 +179,9 @@ func (s *Service) iceConfig(w http.ResponseWriter, r *http.Request, id Identity)
 	case "relay":
 		cfg.ICETransportPolicy = "relay"
 	default:
-		return &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: "policy must be relay or all, not " + quote(policy)}
+		return &httpapi.Error{Status: http.StatusBadRequest, Code: httpapi.CodeBadRequest, Message: "policy must be relay or all, not " + quote(policy)}
 	}
-	WriteJSON(w, http.StatusOK, cfg)
+	httpapi.WriteJSON(w, http.StatusOK, cfg)
 	return nil
 }
 
@@ -221,12 +201,12 @@ func NewTURNCredentials(cred Credential, ttl time.Duration, e Endpoints) TURNCre
 func (s *Service) turnCredentials(w http.ResponseWriter, r *http.Request, id Identity) error {
 	q := r.URL.Query()
 	if service := q.Get("service"); service != "turn" {
-		return &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: "service must be turn, not " + quote(service)}
+		return &httpapi.Error{Status: http.StatusBadRequest, Code: httpapi.CodeBadRequest, Message: "service must be turn, not " + quote(service)}
 	}
 	// The user part is who auth proves (a JWT sub), else one of the server's choosing: the
 	// draft's username parameter is ignored, because a caller that could name any user could
 	// fill that user's turn.user_quota with credentials of its own.
-	WriteJSON(w, http.StatusOK, NewTURNCredentials(s.Mint(id), s.ttl, s.endpoints))
+	httpapi.WriteJSON(w, http.StatusOK, NewTURNCredentials(s.Mint(id), s.ttl, s.endpoints))
 	return nil
 }
 

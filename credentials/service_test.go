@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/icebox-rtc/icebox/credentials"
+	"github.com/icebox-rtc/icebox/httpapi"
 	"github.com/icebox-rtc/icebox/stunturn"
 	"github.com/icebox-rtc/icebox/stunturn/turntest"
 )
@@ -51,15 +52,20 @@ func start(t *testing.T, s setup) (*httptest.Server, *credentials.Service) {
 	if s.secrets == nil {
 		s.secrets = credentials.NewSecrets([]string{"secret"})
 	}
-	svc, err := credentials.NewService(credentials.ServiceOptions{
-		Secrets: s.secrets, TTL: 24 * time.Hour, Endpoints: s.endpoints,
-		Auth: credentials.NewAuthenticator(s.auth), AllowedOrigins: s.origins, RateLimit: s.rate,
-		TrustedProxies: s.proxies, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Registry: prometheus.NewRegistry(),
-	})
+	origins, err := httpapi.ParseOrigins(s.origins)
 	if err != nil {
 		t.Fatal(err)
 	}
+	proxies, err := httpapi.ParseCIDRs(s.proxies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := credentials.NewService(credentials.ServiceOptions{
+		Secrets: s.secrets, TTL: 24 * time.Hour, Endpoints: s.endpoints,
+		Auth: credentials.NewAuthenticator(s.auth), Origins: origins, Limiter: httpapi.NewRateLimiter(s.rate),
+		Proxies: proxies, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Registry: prometheus.NewRegistry(),
+	})
 	mux := http.NewServeMux()
 	svc.Register(mux)
 	srv := httptest.NewServer(mux)

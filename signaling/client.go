@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -12,6 +11,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"golang.org/x/time/rate"
+
+	"github.com/icebox-rtc/icebox/httpapi"
 )
 
 // WebSocket close codes icebox sends besides the standard ones.
@@ -31,7 +32,7 @@ const writeTimeout = 10 * time.Second
 type conn struct {
 	ws *websocket.Conn
 	h  *Hub
-	ip netip.Addr
+	ip httpapi.Client
 	s  *session // set before start
 
 	limit   *rate.Limiter // signaling.rate_limit
@@ -52,7 +53,7 @@ type conn struct {
 	done       sync.WaitGroup // the reader and the closer
 }
 
-func newConn(h *Hub, ws *websocket.Conn, ip netip.Addr) *conn {
+func newConn(h *Hub, ws *websocket.Conn, ip httpapi.Client) *conn {
 	c := &conn{ws: ws, h: h, ip: ip, closing: make(chan struct{}), readerDone: make(chan struct{})}
 	if r := h.cfg.RateLimit; r > 0 {
 		c.limit = rate.NewLimiter(rate.Limit(r), max(int(2*r), 1))

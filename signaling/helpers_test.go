@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/icebox-rtc/icebox/credentials"
+	"github.com/icebox-rtc/icebox/httpapi"
 	"github.com/icebox-rtc/icebox/signaling"
 	"github.com/icebox-rtc/icebox/signaling/sigclient"
 )
@@ -37,6 +38,7 @@ type serverOptions struct {
 	config  func(*signaling.Config)
 	auth    credentials.AuthConfig
 	origins []string
+	proxies []string // http.trusted_proxies
 	// redis: the rooms live on this Redis (a node of several); presence is the bus's
 	// presence timeout.
 	redis    string
@@ -59,7 +61,11 @@ func start(t testing.TB, o serverOptions) *server {
 	if o.auth.Mode == "" {
 		o.auth = credentials.DefaultAuthConfig()
 	}
-	origins, err := credentials.ParseOrigins(o.origins)
+	origins, err := httpapi.ParseOrigins(o.origins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxies, err := httpapi.ParseCIDRs(o.proxies)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,6 +86,7 @@ func start(t testing.TB, o serverOptions) *server {
 		Bus:     bus,
 		Auth:    credentials.NewAuthenticator(o.auth),
 		Origins: origins,
+		Proxies: proxies,
 		ICE: func(credentials.Identity) ([]credentials.ICEServer, int64) {
 			return []credentials.ICEServer{{URLs: []string{"stun:127.0.0.1:3478"}}}, 86400
 		},

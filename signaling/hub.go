@@ -7,7 +7,6 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"net/netip"
 	"slices"
 	"sync"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/icebox-rtc/icebox/credentials"
+	"github.com/icebox-rtc/icebox/httpapi"
 )
 
 // Options is what New needs besides the signaling section.
@@ -25,14 +25,14 @@ type Options struct {
 	// Auth checks the token of each connection (auth.mode).
 	Auth *credentials.Authenticator
 	// Origins and Proxies are the http section's origin policy and trusted proxies.
-	Origins credentials.Origins
-	Proxies credentials.Proxies
+	Origins httpapi.Origins
+	Proxies httpapi.Proxies
 	// ICE returns the iceServers and ttl of the welcome, for the connection's identity:
 	// the same as /ice-config would give it.
 	ICE func(credentials.Identity) ([]credentials.ICEServer, int64)
 	// MintLimit, when set, is asked before each welcome (which carries a fresh TURN
 	// credential): false refuses the connection with 429, retryAfter as its Retry-After.
-	MintLimit func(netip.Addr) (ok bool, retryAfter time.Duration)
+	MintLimit func(httpapi.Client) (ok bool, retryAfter time.Duration)
 	Logger    *slog.Logger
 	Registry  prometheus.Registerer
 }
@@ -44,10 +44,10 @@ type Hub struct {
 	bus     Bus
 	store   sessionStore // nil: sessions live and die on this node
 	auth    *credentials.Authenticator
-	origins credentials.Origins
-	proxies credentials.Proxies
+	origins httpapi.Origins
+	proxies httpapi.Proxies
 	ice     func(credentials.Identity) ([]credentials.ICEServer, int64)
-	mint    func(netip.Addr) (bool, time.Duration)
+	mint    func(httpapi.Client) (bool, time.Duration)
 	log     *slog.Logger
 	metrics *metrics
 
@@ -57,7 +57,7 @@ type Hub struct {
 	sessions map[string]*session // by peer id
 	tokens   map[string]*session // by resume token
 	conns    map[*conn]struct{}
-	perIP    map[netip.Addr]int
+	perIP    map[httpapi.Client]int // connections per client (an IPv6 /64 is one)
 	draining bool
 	closed   bool
 	done     chan struct{}
@@ -74,7 +74,7 @@ func New(cfg Config, o Options) (*Hub, error) {
 	h := &Hub{
 		cfg: cfg, bus: o.Bus, auth: o.Auth, origins: o.Origins, proxies: o.Proxies, ice: o.ICE, mint: o.MintLimit, log: o.Logger,
 		sessions: map[string]*session{}, tokens: map[string]*session{},
-		conns: map[*conn]struct{}{}, perIP: map[netip.Addr]int{}, done: make(chan struct{}),
+		conns: map[*conn]struct{}{}, perIP: map[httpapi.Client]int{}, done: make(chan struct{}),
 	}
 	if st, ok := o.Bus.(sessionStore); ok {
 		h.store = st

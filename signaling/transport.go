@@ -8,6 +8,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/icebox-rtc/icebox/credentials"
+	"github.com/icebox-rtc/icebox/httpapi"
 )
 
 // ServeHTTP is /ws: it checks the origin (403), the token (401), the drain (503), the
@@ -17,40 +18,40 @@ import (
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	refuse := func(status int, code, msg string, retry time.Duration) {
 		h.metrics.refused.WithLabelValues(code).Inc()
-		credentials.WriteError(w, &credentials.Error{Status: status, Code: code, Message: msg, RetryAfter: retry})
+		httpapi.WriteError(w, &httpapi.Error{Status: status, Code: code, Message: msg, RetryAfter: retry})
 	}
 	if !websocket.IsWebSocketUpgrade(r) {
-		refuse(http.StatusBadRequest, credentials.CodeBadRequest, "/ws is a WebSocket endpoint", 0)
+		refuse(http.StatusBadRequest, httpapi.CodeBadRequest, "/ws is a WebSocket endpoint", 0)
 		return
 	}
-	if origin := r.Header.Get("Origin"); origin != "" && !h.origins.Allowed(origin, r.Host) {
-		refuse(http.StatusForbidden, credentials.CodeForbidden, "origin "+origin+" is not allowed (http.allowed_origins)", 0)
+	if e := h.origins.Refuse(r); e != nil {
+		refuse(e.Status, e.Code, e.Message, 0)
 		return
 	}
 	id, err := h.auth.Authenticate(credentials.TokenFrom(r))
 	if err != nil {
-		e := credentials.ErrorFor(err)
+		e := credentials.Refusal(err)
 		refuse(e.Status, e.Code, e.Message, 0)
 		return
 	}
 	q := r.URL.Query()
 	resume := q.Get("resume")
 	last, lastErr := strconv.ParseUint(q.Get("last"), 10, 64)
-	ip := h.proxies.ClientIP(r)
+	ip := h.proxies.Client(r)
 
 	h.mu.Lock()
 	switch {
 	case h.closed:
 		h.mu.Unlock()
-		refuse(http.StatusServiceUnavailable, credentials.CodeUnavailable, "signaling is shut down", time.Second)
+		refuse(http.StatusServiceUnavailable, httpapi.CodeUnavailable, "signaling is shut down", time.Second)
 		return
 	case h.draining && resume == "":
 		h.mu.Unlock()
-		refuse(http.StatusServiceUnavailable, credentials.CodeUnavailable, "this node is shutting down; try another", 5*time.Second)
+		refuse(http.StatusServiceUnavailable, httpapi.CodeUnavailable, "this node is shutting down; try another", 5*time.Second)
 		return
 	case h.cfg.MaxConnsPerIP > 0 && h.perIP[ip] >= h.cfg.MaxConnsPerIP:
 		h.mu.Unlock()
-		refuse(http.StatusTooManyRequests, credentials.CodeRateLimited, "too many connections from this address (signaling.max_conns_per_ip)", 10*time.Second)
+		refuse(http.StatusTooManyRequests, httpapi.CodeRateLimited, "too many connections from this address (signaling.max_conns_per_ip)", 10*time.Second)
 		return
 	}
 	h.perIP[ip]++ // held from here, released by dropped or below
@@ -65,7 +66,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.mint != nil {
 		if ok, wait := h.mint(ip); !ok {
 			release()
-			refuse(http.StatusTooManyRequests, credentials.CodeRateLimited,
+			refuse(http.StatusTooManyRequests, httpapi.CodeRateLimited,
 				"too many connections a second from this address: each welcome carries a TURN credential (http.rate_limit)", wait)
 			return
 		}

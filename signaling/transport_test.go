@@ -124,6 +124,21 @@ func TestMaxConnsPerIP(t *testing.T) {
 	}
 }
 
+// TestMaxConnsPerIPv6Client: max_conns_per_ip counts a client as every other per-IP limit does:
+// the addresses of one IPv6 /64 are one client.
+func TestMaxConnsPerIPv6Client(t *testing.T) {
+	s := start(t, serverOptions{config: func(c *signalingConfig) { c.MaxConnsPerIP = 2 }, proxies: []string{"127.0.0.1/32"}})
+	from := func(addr string) sigclient.Options {
+		return sigclient.Options{Header: http.Header{"X-Forwarded-For": {addr}}}
+	}
+	dial(t, s, from("2001:db8:1:2::1"))
+	dial(t, s, from("2001:db8:1:2::2"))
+	if _, err := sigclient.Dial(ctx(t), s.URL, from("2001:db8:1:2:ffff::3")); !isCode(err, "rate-limited") {
+		t.Fatalf("a third address of the same /64: got %v, want 429", err)
+	}
+	dial(t, s, from("2001:db8:1:3::1")) // another /64 is another client
+}
+
 func TestNotAWebSocket(t *testing.T) {
 	s := start(t, serverOptions{})
 	resp, err := http.Get(s.HTTP.URL + "/ws")

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
-
-	"github.com/icebox-rtc/icebox/credentials"
 )
 
 // Config is the turn section of icebox's configuration.
@@ -25,10 +23,11 @@ type Config struct {
 	// RelayPortMin and RelayPortMax bound the relay port range, inclusive.
 	RelayPortMin int `mapstructure:"relay_port_min"`
 	RelayPortMax int `mapstructure:"relay_port_max"`
-	// AllowedPeerCIDRs carves exceptions out of the peer deny-list.
-	AllowedPeerCIDRs []string `mapstructure:"allowed_peer_cidrs"`
+	// AllowedPeerCIDRs carves exceptions out of the peer deny-list. The configuration's text is
+	// parsed once, where it is loaded (cmd/icebox).
+	AllowedPeerCIDRs []netip.Prefix `mapstructure:"allowed_peer_cidrs"`
 	// DeniedPeerCIDRs is added to the built-in peer deny-list.
-	DeniedPeerCIDRs []string `mapstructure:"denied_peer_cidrs"`
+	DeniedPeerCIDRs []netip.Prefix `mapstructure:"denied_peer_cidrs"`
 	// UserQuota is the number of concurrent allocations per credential user; 0 is unlimited.
 	UserQuota int `mapstructure:"user_quota"`
 	// TotalQuota is the number of allocations on this node; 0 means as many as relay ports.
@@ -53,8 +52,8 @@ func DefaultConfig() Config {
 		RelayAddress:     "0.0.0.0",
 		RelayPortMin:     49152,
 		RelayPortMax:     65535,
-		AllowedPeerCIDRs: []string{},
-		DeniedPeerCIDRs:  []string{},
+		AllowedPeerCIDRs: []netip.Prefix{},
+		DeniedPeerCIDRs:  []netip.Prefix{},
 		UserQuota:        100,
 		TotalQuota:       0,
 		MaxPermissions:   64,
@@ -97,12 +96,6 @@ func (c Config) Validate() error {
 		bad("relay_port_min", "%d is greater than relay_port_max %d", c.RelayPortMin, c.RelayPortMax)
 	}
 
-	if _, err := credentials.ParseCIDRs(c.AllowedPeerCIDRs); err != nil {
-		bad("allowed_peer_cidrs", "%v", err)
-	}
-	if _, err := credentials.ParseCIDRs(c.DeniedPeerCIDRs); err != nil {
-		bad("denied_peer_cidrs", "%v", err)
-	}
 	if c.UserQuota < 0 {
 		bad("user_quota", "%d is negative (0 means unlimited)", c.UserQuota)
 	}

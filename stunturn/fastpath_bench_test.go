@@ -22,7 +22,7 @@ func benchSockets(b *testing.B) (*relayConn, *rawUDP, netip.AddrPort) {
 	sink := listen()
 	c := DefaultConfig()
 	c.RelayAddress = "127.0.0.1"
-	c.AllowedPeerCIDRs = []string{"127.0.0.1/32"}
+	c.AllowedPeerCIDRs = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
 	a, _, _ := testRelays(c, "127.0.0.1")
 	pc, _, err := a.AllocatePacketConn("udp4", 0)
 	if err != nil {

@@ -3,8 +3,6 @@ package stunturn
 import (
 	"net"
 	"net/netip"
-
-	"github.com/icebox-rtc/icebox/credentials"
 )
 
 // builtinDenied is the peer deny-list of spec section 4: IANA special-purpose ranges that a relay
@@ -22,9 +20,9 @@ var builtinDenied = mustPrefixes(
 var neverAllowed = mustPrefixes("0.0.0.0/8", "::/128")
 
 func mustPrefixes(list ...string) []netip.Prefix {
-	ps, err := credentials.ParseCIDRs(list)
-	if err != nil {
-		panic(err)
+	ps := make([]netip.Prefix, len(list))
+	for i, s := range list {
+		ps[i] = netip.MustParsePrefix(s)
 	}
 	return ps
 }
@@ -52,13 +50,11 @@ type peerPolicy struct {
 }
 
 func newPeerPolicy(c Config, relays *portSet, own ...netip.Addr) *peerPolicy {
-	allowed, _ := credentials.ParseCIDRs(c.AllowedPeerCIDRs) // validated with the config
-	extra, _ := credentials.ParseCIDRs(c.DeniedPeerCIDRs)
 	p := &peerPolicy{
-		denied: append(append([]netip.Prefix(nil), builtinDenied...), extra...),
+		denied: append(append([]netip.Prefix(nil), builtinDenied...), c.DeniedPeerCIDRs...),
 		relays: relays,
 	}
-	for _, a := range allowed {
+	for _, a := range c.AllowedPeerCIDRs {
 		if a.Addr().Is4() { // relays are IPv4: an IPv6 exception could never be used
 			p.allowed = append(p.allowed, a)
 		}

@@ -11,8 +11,8 @@ import (
 func TestPeerPolicy(t *testing.T) {
 	c := DefaultConfig()
 	c.RelayPortMin, c.RelayPortMax = 50000, 50999
-	c.AllowedPeerCIDRs = []string{"10.9.0.0/16", "0.0.0.0/8", "fd00::/8"}
-	c.DeniedPeerCIDRs = []string{"198.51.100.0/24", "8.8.8.0/24"}
+	c.AllowedPeerCIDRs = mustPrefixes("10.9.0.0/16", "0.0.0.0/8", "fd00::/8")
+	c.DeniedPeerCIDRs = mustPrefixes("198.51.100.0/24", "8.8.8.0/24")
 	held := &portSet{}
 	held.add(50500)
 	held.add(40000) // outside the configured range: what counts is that icebox holds it
@@ -59,7 +59,7 @@ func TestPeerPolicy(t *testing.T) {
 func TestRelayConnDropsDenied(t *testing.T) {
 	c := DefaultConfig()
 	c.RelayAddress = "127.0.0.1"
-	c.AllowedPeerCIDRs = []string{"127.0.0.2/32"}
+	c.AllowedPeerCIDRs = mustPrefixes("127.0.0.2/32")
 	a, _, m := testRelays(c, "192.0.2.200")
 	pc, _, err := a.AllocatePacketConn("udp4", 0)
 	if err != nil {

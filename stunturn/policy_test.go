@@ -149,7 +149,7 @@ func TestOwnRelayAddress(t *testing.T) {
 // TestAllowedPeerCIDRs: an exception opens every port of the range, but never 0.0.0.0/8.
 func TestAllowedPeerCIDRs(t *testing.T) {
 	cfg := turntest.Config()
-	cfg.AllowedPeerCIDRs = []string{"127.0.0.0/8", "0.0.0.0/0"}
+	cfg.AllowedPeerCIDRs = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("0.0.0.0/0")}
 	srv := turntest.Start(t, turntest.Options{Config: &cfg})
 	echo, _ := turntest.Echo(t)
 	c := turntest.Dial(t, "udp", srv.UDP, nil)

@@ -31,7 +31,7 @@ var transports = []string{"udp", "tcp", "tls"}
 // labConfig allows peers on 127.0.0.1, as a lab would with allowed_peer_cidrs.
 func labConfig() *stunturn.Config {
 	c := turntest.Config()
-	c.AllowedPeerCIDRs = []string{"127.0.0.1/32"}
+	c.AllowedPeerCIDRs = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
 	return &c
 }
 

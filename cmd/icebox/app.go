@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/icebox-rtc/icebox/credentials"
+	"github.com/icebox-rtc/icebox/httpapi"
 	"github.com/icebox-rtc/icebox/signaling"
 	"github.com/icebox-rtc/icebox/signaling/web"
 	"github.com/icebox-rtc/icebox/stunturn"
@@ -62,7 +63,7 @@ type app struct {
 // newApp binds every listener and wires every component. Binding happens here, before anything
 // serves, so an address in use fails the start with an error naming it. On error, whatever
 // was already bound is closed again.
-func newApp(cfg Config, log *slog.Logger, info buildInfo) (a *app, err error) {
+func newApp(cfg Config, comp compiled, log *slog.Logger, info buildInfo) (a *app, err error) {
 	a = &app{
 		cfg:      cfg,
 		log:      log,
@@ -100,10 +101,8 @@ func newApp(cfg Config, log *slog.Logger, info buildInfo) (a *app, err error) {
 	)
 
 	var certs *certReloader
-	if cfg.HTTP.TLS() {
-		if certs, err = newCertReloader(cfg.HTTP.TLSCert, cfg.HTTP.TLSKey, log); err != nil {
-			return a, &configError{problems: []string{fmt.Sprintf("http.tls_cert: %v", err)}}
-		}
+	if comp.cert != nil {
+		certs = newCertReloader(cfg.HTTP.TLSCert, cfg.HTTP.TLSKey, comp.cert, log)
 	}
 
 	a.secrets = credentials.NewSecrets(cfg.Credentials.Secrets)
@@ -117,19 +116,18 @@ func newApp(cfg Config, log *slog.Logger, info buildInfo) (a *app, err error) {
 		return a, err
 	}
 	a.auth = credentials.NewAuthenticator(cfg.Auth)
-	if a.creds, err = credentials.NewService(credentials.ServiceOptions{
-		Secrets:        a.secrets,
-		TTL:            cfg.Credentials.TTL,
-		Endpoints:      a.endpoints(),
-		Auth:           a.auth,
-		AllowedOrigins: cfg.HTTP.AllowedOrigins,
-		RateLimit:      cfg.HTTP.RateLimit,
-		TrustedProxies: cfg.HTTP.TrustedProxies,
-		Logger:         log.With("component", "credentials"),
-		Registry:       a.registry,
-	}); err != nil {
-		return a, err
-	}
+	proxies := httpapi.Proxies(cfg.HTTP.TrustedProxies)
+	a.creds = credentials.NewService(credentials.ServiceOptions{
+		Secrets:   a.secrets,
+		TTL:       cfg.Credentials.TTL,
+		Endpoints: a.endpoints(),
+		Auth:      a.auth,
+		Origins:   comp.origins,
+		Proxies:   proxies,
+		Limiter:   httpapi.NewRateLimiter(cfg.HTTP.RateLimit),
+		Logger:    log.With("component", "credentials"),
+		Registry:  a.registry,
+	})
 	a.creds.Register(a.mux)
 	a.drainers = append(a.drainers, a.creds)
 
@@ -152,8 +150,8 @@ func newApp(cfg Config, log *slog.Logger, info buildInfo) (a *app, err error) {
 	if a.hub, err = signaling.New(cfg.Signaling, signaling.Options{
 		Bus:       bus,
 		Auth:      a.auth,
-		Origins:   a.creds.Origins(),
-		Proxies:   a.creds.Proxies(),
+		Origins:   comp.origins,
+		Proxies:   proxies,
 		ICE:       a.creds.WelcomeICE,
 		MintLimit: a.creds.AllowMint,
 		Logger:    log.With("component", "signaling"),

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/icebox-rtc/icebox/credentials"
+	"github.com/icebox-rtc/icebox/httpapi"
 	"github.com/icebox-rtc/icebox/signaling"
 	"github.com/icebox-rtc/icebox/stunturn"
 )
@@ -38,12 +38,12 @@ type DebugConfig struct {
 
 // HTTPConfig is the http section: the listener for every HTTP endpoint and who may call it.
 type HTTPConfig struct {
-	Listen         string   `mapstructure:"listen"`
-	TLSCert        string   `mapstructure:"tls_cert"`
-	TLSKey         string   `mapstructure:"tls_key"`
-	AllowedOrigins []string `mapstructure:"allowed_origins"`
-	RateLimit      float64  `mapstructure:"rate_limit"`
-	TrustedProxies []string `mapstructure:"trusted_proxies"`
+	Listen         string         `mapstructure:"listen"`
+	TLSCert        string         `mapstructure:"tls_cert"`
+	TLSKey         string         `mapstructure:"tls_key"`
+	AllowedOrigins []string       `mapstructure:"allowed_origins"`
+	RateLimit      float64        `mapstructure:"rate_limit"`
+	TrustedProxies []netip.Prefix `mapstructure:"trusted_proxies"`
 }
 
 // TLS reports whether HTTP is served over TLS.
@@ -69,7 +69,7 @@ func DefaultConfig() Config {
 			Listen:         ":8080",
 			AllowedOrigins: []string{},
 			RateLimit:      10,
-			TrustedProxies: []string{},
+			TrustedProxies: []netip.Prefix{},
 		},
 		TURN:        stunturn.DefaultConfig(),
 		Credentials: credentials.DefaultConfig(),
@@ -80,8 +80,17 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate reports every invalid value at once, each naming its full key.
-func (c Config) Validate() error {
+// compiled is what the configuration's text turns into, once, when it is loaded: the values
+// the packages are handed. (CIDR lists are decoded into prefixes already, by decodeValue.)
+type compiled struct {
+	origins httpapi.Origins
+	cert    *certFiles // http.tls_cert and tls_key, loaded; nil without TLS
+}
+
+// compile checks every value and turns what needs parsing into compiled values; it reports
+// every invalid value at once, each naming its full key.
+func (c Config) compile() (compiled, error) {
+	var out compiled
 	var errs []error
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
@@ -120,18 +129,19 @@ func (c Config) Validate() error {
 	case c.HTTP.TLSCert == "" && c.HTTP.TLSKey != "":
 		bad("http.tls_cert", "must be set together with http.tls_key")
 	case c.HTTP.TLSCert != "":
-		if _, err := tls.LoadX509KeyPair(c.HTTP.TLSCert, c.HTTP.TLSKey); err != nil {
+		cert, err := loadCertFiles(c.HTTP.TLSCert, c.HTTP.TLSKey)
+		if err != nil {
 			bad("http.tls_cert", "cannot load the certificate and key: %v", err)
 		}
+		out.cert = cert
 	}
-	if _, err := credentials.ParseOrigins(c.HTTP.AllowedOrigins); err != nil {
+	origins, err := httpapi.ParseOrigins(c.HTTP.AllowedOrigins)
+	if err != nil {
 		bad("http.allowed_origins", "%v", err)
 	}
+	out.origins = origins
 	if c.HTTP.RateLimit < 0 {
 		bad("http.rate_limit", "%v is negative (0 turns the limit off)", c.HTTP.RateLimit)
-	}
-	if _, err := credentials.ParseTrustedProxies(c.HTTP.TrustedProxies); err != nil {
-		bad("http.trusted_proxies", "%v", err)
 	}
 
 	section("turn", c.TURN.Validate())
@@ -159,7 +169,10 @@ func (c Config) Validate() error {
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		bad("log.format", "unknown format %q (want text or json)", c.Log.Format)
 	}
-	return errors.Join(errs...)
+	if len(errs) > 0 {
+		return compiled{}, errors.Join(errs...)
+	}
+	return out, nil
 }
 
 // flattenErrors undoes errors.Join, so every problem gets its own line and key prefix.

@@ -164,7 +164,7 @@ shutdown:
 			t.Errorf("got realm %q, relay_port_min %d, log.level %q, drain %v; want the file's values",
 				c.TURN.Realm, c.TURN.RelayPortMin, c.Log.Level, c.Shutdown.Drain)
 		}
-		if want := []string{"127.0.0.1/32", "10.1.0.0/16"}; !slices.Equal(c.TURN.AllowedPeerCIDRs, want) {
+		if want := []string{"127.0.0.1/32", "10.1.0.0/16"}; !slices.Equal(prefixStrings(c.TURN.AllowedPeerCIDRs), want) {
 			t.Errorf("allowed_peer_cidrs: got %v, want %v", c.TURN.AllowedPeerCIDRs, want)
 		}
 		if c.TURN.RelayPortMax != 65535 || c.HTTP.Listen != ":8080" {
@@ -182,7 +182,7 @@ shutdown:
 			t.Errorf("got realm %q, drain %v, rate_limit %v, public_host %q; want the environment's",
 				c.TURN.Realm, c.Shutdown.Drain, c.HTTP.RateLimit, c.PublicHost)
 		}
-		if want := []string{"192.0.2.0/24", "198.51.100.7"}; !slices.Equal(c.TURN.AllowedPeerCIDRs, want) {
+		if want := []string{"192.0.2.0/24", "198.51.100.7/32"}; !slices.Equal(prefixStrings(c.TURN.AllowedPeerCIDRs), want) {
 			t.Errorf("allowed_peer_cidrs: got %v, want %v", c.TURN.AllowedPeerCIDRs, want)
 		}
 		if c.TURN.RelayPortMin != 50000 {

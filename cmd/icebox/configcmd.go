@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"net/netip"
 	"reflect"
 	"strconv"
 	"strings"
@@ -56,6 +57,8 @@ func formatValue(k configKey, v reflect.Value, redact bool) string {
 	switch x := v.Interface().(type) {
 	case time.Duration:
 		return formatDuration(x)
+	case []netip.Prefix:
+		return formatValue(k, reflect.ValueOf(prefixStrings(x)), redact)
 	case []string:
 		parts := make([]string, len(x))
 		for i, s := range x {
@@ -134,7 +137,19 @@ func renderConfig(cfg Config, public publicAddrs, file string) ([]byte, error) {
 	return []byte(b.String()), nil
 }
 
+// prefixStrings writes CIDRs as the configuration does.
+func prefixStrings(ps []netip.Prefix) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return out
+}
+
 func valueNode(k configKey, v reflect.Value) *yaml.Node {
+	if ps, ok := v.Interface().([]netip.Prefix); ok {
+		v = reflect.ValueOf(prefixStrings(ps))
+	}
 	if list, ok := v.Interface().([]string); ok {
 		n := &yaml.Node{Kind: yaml.SequenceNode}
 		if len(list) == 0 {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -341,7 +342,7 @@ func TestDemoTwoNodes(t *testing.T) {
 		c.Signaling.RedisURL = r.URL
 		// Both nodes relay on 127.0.0.1: a node reaches only its own relay ports there unless
 		// allowed_peer_cidrs covers the address (README, "Running several nodes").
-		c.TURN.AllowedPeerCIDRs = []string{"127.0.0.1/32"}
+		c.TURN.AllowedPeerCIDRs = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
 	}
 	nodeA, nodeB := demoApp(t, onRedis), demoApp(t, onRedis)
 	a := openTab(t, browser, nodeA+"/?room=nodes&policy=relay&name=Ada")

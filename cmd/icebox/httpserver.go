@@ -10,7 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/icebox-rtc/icebox/credentials"
+	"github.com/icebox-rtc/icebox/httpapi"
 )
 
 // httpServer serves every HTTP endpoint on http.listen. Its timeouts bound what a slow or idle
@@ -89,23 +89,23 @@ func (s *httpServer) Shutdown(ctx context.Context) error {
 // routeOps adds the operations endpoints: /healthz, /readyz and /metrics.
 func (a *app) routeOps() {
 	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		credentials.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		httpapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	a.mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		switch {
 		case a.draining.Load():
-			credentials.WriteError(w, &credentials.Error{Status: http.StatusServiceUnavailable, Code: "draining",
+			httpapi.WriteError(w, &httpapi.Error{Status: http.StatusServiceUnavailable, Code: "draining",
 				Message: "icebox is shutting down", RetryAfter: a.cfg.Shutdown.Drain + time.Second})
 		case !a.ready.Load():
-			credentials.WriteError(w, &credentials.Error{Status: http.StatusServiceUnavailable, Code: "starting",
+			httpapi.WriteError(w, &httpapi.Error{Status: http.StatusServiceUnavailable, Code: "starting",
 				Message: "icebox is starting"})
 		default:
-			credentials.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+			httpapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 		}
 	})
 	// Every other path: the contract's JSON error, not net/http's plain text.
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		credentials.WriteError(w, &credentials.Error{Status: http.StatusNotFound, Code: credentials.CodeNotFound,
+		httpapi.WriteError(w, &httpapi.Error{Status: http.StatusNotFound, Code: httpapi.CodeNotFound,
 			Message: "no such endpoint: " + r.URL.Path})
 	})
 	a.mux.Handle("GET /metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{EnableOpenMetrics: true}))

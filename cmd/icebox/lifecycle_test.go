@@ -32,14 +32,15 @@ func testConfig() Config {
 // signal) and one that waits for run's result.
 func startApp(t *testing.T, cfg Config) (*app, context.CancelFunc, func() error) {
 	t.Helper()
-	if err := cfg.Validate(); err != nil {
+	comp, err := cfg.compile()
+	if err != nil {
 		t.Fatalf("test config: %v", err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	a, err := newApp(cfg, log, readBuildInfo())
+	a, err := newApp(cfg, comp, log, readBuildInfo())
 	if err != nil {
 		t.Fatalf("newApp: %v", err)
 	}
@@ -252,7 +253,7 @@ func TestPortInUse(t *testing.T) {
 	} {
 		cfg := testConfig()
 		tc.set(&cfg, tc.addr)
-		_, err = newApp(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), readBuildInfo())
+		_, err = newApp(cfg, compiled{}, slog.New(slog.NewTextHandler(io.Discard, nil)), readBuildInfo())
 		if err == nil || !strings.Contains(err.Error(), tc.addr) || !strings.Contains(err.Error(), tc.key) {
 			t.Errorf("got %v, want an error naming %s and %s", err, tc.key, tc.addr)
 		}

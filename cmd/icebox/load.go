@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/netip"
 	"os"
 	"reflect"
 	"sort"
@@ -15,6 +16,8 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/icebox-rtc/icebox/httpapi"
 )
 
 // envPrefix starts every environment variable icebox reads: ICEBOX_<SECTION>_<KEY>.
@@ -96,7 +99,8 @@ type loadSources struct {
 
 // loaded is the outcome of loadConfig.
 type loaded struct {
-	cfg Config
+	cfg      Config
+	compiled compiled
 	// file is the config file read, "" when none.
 	file string
 	// warnings are problems worth logging that do not stop icebox (unknown ICEBOX_* variables).
@@ -167,10 +171,11 @@ func loadConfig(src loadSources) (loaded, error) {
 	}); err != nil {
 		return out, newConfigError(decodeErrors(err)...)
 	}
-	if err := cfg.Validate(); err != nil {
+	comp, err := cfg.compile()
+	if err != nil {
 		return out, newConfigError(err)
 	}
-	out.cfg = cfg
+	out.cfg, out.compiled = cfg, comp
 	return out, nil
 }
 
@@ -301,7 +306,10 @@ func editDistance(a, b string) int {
 	return prev[len(b)]
 }
 
-var durationType = reflect.TypeFor[time.Duration]()
+var (
+	durationType = reflect.TypeFor[time.Duration]()
+	prefixesType = reflect.TypeFor[[]netip.Prefix]()
+)
 
 // decodeValue converts what YAML, the environment and flags give (strings, YAML scalars, lists)
 // into the types of Config, strictly and with messages a user understands. Lists from the
@@ -368,6 +376,16 @@ func decodeValue(from reflect.Type, to reflect.Type, data any) (any, error) {
 			return fmt.Sprint(data), nil // realm: 123 is still a string
 		}
 		return nil, fmt.Errorf("expected a single value, got %v", data)
+	case to == prefixesType:
+		// CIDR lists are parsed here, once, with the key's name on any error.
+		if ps, ok := data.([]netip.Prefix); ok { // a default
+			return ps, nil
+		}
+		list, err := decodeValue(from, reflect.TypeFor[[]string](), data)
+		if err != nil {
+			return nil, err
+		}
+		return httpapi.ParseCIDRs(list.([]string))
 	case to.Kind() == reflect.Slice && to.Elem().Kind() == reflect.String:
 		if isString {
 			out := []string{}

@@ -36,7 +36,7 @@ shutdown.timeout. A second signal exits at once.`,
 		info := readBuildInfo()
 		log.Info("icebox starting", "version", info.Version, "commit", info.Commit, "config", configFileForLog(l.file))
 
-		a, err := newApp(l.cfg, log, info)
+		a, err := newApp(l.cfg, l.compiled, log, info)
 		if err != nil {
 			var ce *configError
 			if errors.As(err, &ce) {

@@ -24,17 +24,16 @@ type certReloader struct {
 	checked  time.Time
 }
 
-func newCertReloader(certFile, keyFile string, log *slog.Logger) (*certReloader, error) {
-	r := &certReloader{certFile: certFile, keyFile: keyFile, log: log}
-	if err := r.load(); err != nil {
-		return nil, err
-	}
-	return r, nil
+// certFiles is a certificate and key loaded from their files, with the files' modification
+// times at that moment.
+type certFiles struct {
+	cert     *tls.Certificate
+	modified [2]time.Time
 }
 
-func (r *certReloader) mtimes() [2]time.Time {
+func mtimes(certFile, keyFile string) [2]time.Time {
 	var m [2]time.Time
-	for i, f := range []string{r.certFile, r.keyFile} {
+	for i, f := range []string{certFile, keyFile} {
 		if st, err := os.Stat(f); err == nil {
 			m[i] = st.ModTime()
 		}
@@ -42,14 +41,21 @@ func (r *certReloader) mtimes() [2]time.Time {
 	return m
 }
 
-func (r *certReloader) load() error {
-	m := r.mtimes()
-	cert, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
+// loadCertFiles loads a PEM certificate and key.
+func loadCertFiles(certFile, keyFile string) (*certFiles, error) {
+	m := mtimes(certFile, keyFile)
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	r.cert, r.modified, r.checked = &cert, m, time.Now()
-	return nil
+	return &certFiles{cert: &cert, modified: m}, nil
+}
+
+// newCertReloader serves loaded (the configuration's certificate, loaded when it was checked)
+// until the files change.
+func newCertReloader(certFile, keyFile string, loaded *certFiles, log *slog.Logger) *certReloader {
+	return &certReloader{certFile: certFile, keyFile: keyFile, log: log,
+		cert: loaded.cert, modified: loaded.modified, checked: time.Now()}
 }
 
 // GetCertificate is for tls.Config.
@@ -58,11 +64,12 @@ func (r *certReloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, e
 	defer r.mu.Unlock()
 	if time.Since(r.checked) >= certReloadCheck {
 		r.checked = time.Now()
-		if m := r.mtimes(); m != r.modified {
-			if err := r.load(); err != nil {
+		if m := mtimes(r.certFile, r.keyFile); m != r.modified {
+			if f, err := loadCertFiles(r.certFile, r.keyFile); err != nil {
 				r.log.Warn("renewed TLS certificate does not load; keeping the previous one",
 					"cert", r.certFile, "key", r.keyFile, "err", err)
 			} else {
+				r.cert, r.modified = f.cert, f.modified
 				r.log.Info("TLS certificate reloaded", "cert", r.certFile)
 			}
 		}

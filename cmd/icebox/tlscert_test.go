@@ -12,10 +12,11 @@ import (
 
 func TestCertReload(t *testing.T) {
 	certFile, keyFile := turntest.CertificateFiles(t)
-	r, err := newCertReloader(certFile, keyFile, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	loaded, err := loadCertFiles(certFile, keyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
+	r := newCertReloader(certFile, keyFile, loaded, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	first, _ := r.GetCertificate(nil)
 
 	// A renewal that does not parse keeps the certificate in service.

@@ -1,15 +1,17 @@
-package credentials
+package httpapi
 
 import (
 	"net/http"
+	"net/netip"
 	"testing"
 )
 
 func TestClientIP(t *testing.T) {
-	proxies, err := ParseTrustedProxies([]string{"10.0.0.0/8", "::1", "::ffff:192.168.0.0/112"})
+	list, err := ParseCIDRs([]string{"10.0.0.0/8", "::1", "::ffff:192.168.0.0/112"})
 	if err != nil {
 		t.Fatal(err)
 	}
+	proxies := Proxies(list)
 	for _, tc := range []struct {
 		name   string
 		remote string
@@ -56,5 +58,27 @@ func TestParseCIDRs(t *testing.T) {
 		if _, err := ParseCIDRs([]string{bad}); err == nil {
 			t.Errorf("ParseCIDRs(%q): got no error", bad)
 		}
+	}
+}
+
+// TestClientOf: one notion of client for every per-client limit: an IPv4 address, an IPv6 /64.
+func TestClientOf(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		same bool
+	}{
+		{"198.51.100.1", "198.51.100.1", true},
+		{"198.51.100.1", "198.51.100.2", false},
+		{"::ffff:198.51.100.1", "198.51.100.1", true},
+		{"2001:db8:1:2::1", "2001:db8:1:2:ffff::9", true},
+		{"2001:db8:1:2::1", "2001:db8:1:3::1", false},
+	} {
+		ca, cb := ClientOf(netip.MustParseAddr(tc.a)), ClientOf(netip.MustParseAddr(tc.b))
+		if got := ca == cb; got != tc.same {
+			t.Errorf("%s and %s: got same client %v, want %v (%s, %s)", tc.a, tc.b, got, tc.same, ca, cb)
+		}
+	}
+	if got := ClientOf(netip.MustParseAddr("2001:db8:1:2::1")).String(); got != "2001:db8:1:2::/64" {
+		t.Errorf("an IPv6 client: got %s, want its /64", got)
 	}
 }

@@ -1,4 +1,4 @@
-package credentials
+package httpapi
 
 import (
 	"fmt"
@@ -8,14 +8,30 @@ import (
 	"strings"
 )
 
+// Client is who a request comes from, for every per-client limit (http.rate_limit,
+// signaling.max_conns_per_ip): an IPv4 address, or the /64 of an IPv6 address, which one
+// subscriber typically holds whole (so hopping between its addresses gains nothing).
+type Client struct{ p netip.Prefix }
+
+// ClientOf is the client that address a belongs to.
+func ClientOf(a netip.Addr) Client {
+	a = a.Unmap()
+	if a.Is6() {
+		return Client{netip.PrefixFrom(a, 64).Masked()}
+	}
+	return Client{netip.PrefixFrom(a, a.BitLen())}
+}
+
+// String is the client for logs: an address, or an IPv6 /64.
+func (c Client) String() string {
+	if c.p.Addr().Is4() {
+		return c.p.Addr().String()
+	}
+	return c.p.String()
+}
+
 // Proxies is the http.trusted_proxies list: the peers whose X-Forwarded-For is believed.
 type Proxies []netip.Prefix
-
-// ParseTrustedProxies parses http.trusted_proxies.
-func ParseTrustedProxies(list []string) (Proxies, error) {
-	ps, err := ParseCIDRs(list)
-	return Proxies(ps), err
-}
 
 // ParseCIDRs parses a list of CIDRs ("10.0.0.0/8", "fd00::/8"); a bare address is one host, and
 // IPv4-mapped IPv6 prefixes (::ffff:10.0.0.0/104) become their IPv4 form. Used for every CIDR
@@ -49,6 +65,9 @@ func (ps Proxies) contains(a netip.Addr) bool {
 	}
 	return false
 }
+
+// Client is the client of r: ClientOf its ClientIP.
+func (ps Proxies) Client(r *http.Request) Client { return ClientOf(ps.ClientIP(r)) }
 
 // ClientIP is the address of whoever sent r: the TCP peer, or, when the peer is a trusted
 // proxy, the right-most X-Forwarded-For entry that is not itself a trusted proxy. Entries left of
