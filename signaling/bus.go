@@ -3,6 +3,7 @@ package signaling
 import (
 	"context"
 	"encoding/json"
+	"github.com/icebox-rtc/icebox/signaling/protocol"
 	"slices"
 	"sync"
 )
@@ -14,13 +15,13 @@ import (
 type Bus interface {
 	// Join adds m to room unless the room already holds max peers (ErrRoomFull), and returns
 	// the members that were there before, in the order they joined.
-	Join(ctx context.Context, room string, m Member, max int) ([]Member, error)
+	Join(ctx context.Context, room string, m protocol.Member, max int) ([]protocol.Member, error)
 	// Leave removes peer from room; leaving a room one is not in does nothing. When it fails,
 	// the Bus finishes it later and tells the room then (through the gone func of a
 	// sessionStore).
 	Leave(ctx context.Context, room, peer string) error
 	// Members lists room in join order.
-	Members(ctx context.Context, room string) ([]Member, error)
+	Members(ctx context.Context, room string) ([]protocol.Member, error)
 	// Contains reports whether peer is in room (every signal asks).
 	Contains(ctx context.Context, room, peer string) (bool, error)
 	// Send delivers frame to each of peers of room, through the deliver func they were
@@ -80,17 +81,17 @@ type handoverFrame struct {
 // LocalBus is the in-process Bus: rooms and delivery within one icebox.
 type LocalBus struct {
 	mu      sync.RWMutex
-	rooms   map[string][]Member
+	rooms   map[string][]protocol.Member
 	deliver map[string]func([]byte)
 }
 
 // NewLocalBus returns an empty in-process Bus.
 func NewLocalBus() *LocalBus {
-	return &LocalBus{rooms: map[string][]Member{}, deliver: map[string]func([]byte){}}
+	return &LocalBus{rooms: map[string][]protocol.Member{}, deliver: map[string]func([]byte){}}
 }
 
 // Join implements Bus.
-func (b *LocalBus) Join(_ context.Context, room string, m Member, max int) ([]Member, error) {
+func (b *LocalBus) Join(_ context.Context, room string, m protocol.Member, max int) ([]protocol.Member, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	members := b.rooms[room]
@@ -100,7 +101,7 @@ func (b *LocalBus) Join(_ context.Context, room string, m Member, max int) ([]Me
 	others := slices.Clone(members)
 	b.rooms[room] = append(members, m)
 	if others == nil {
-		others = []Member{}
+		others = []protocol.Member{}
 	}
 	return others, nil
 }
@@ -109,7 +110,7 @@ func (b *LocalBus) Join(_ context.Context, room string, m Member, max int) ([]Me
 func (b *LocalBus) Leave(_ context.Context, room, peer string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	members := slices.DeleteFunc(b.rooms[room], func(m Member) bool { return m.Peer == peer })
+	members := slices.DeleteFunc(b.rooms[room], func(m protocol.Member) bool { return m.Peer == peer })
 	if len(members) == 0 {
 		delete(b.rooms, room)
 	} else {
@@ -119,17 +120,17 @@ func (b *LocalBus) Leave(_ context.Context, room, peer string) error {
 }
 
 // Members implements Bus.
-func (b *LocalBus) Members(_ context.Context, room string) ([]Member, error) {
+func (b *LocalBus) Members(_ context.Context, room string) ([]protocol.Member, error) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	return append([]Member{}, b.rooms[room]...), nil
+	return append([]protocol.Member{}, b.rooms[room]...), nil
 }
 
 // Contains implements Bus.
 func (b *LocalBus) Contains(_ context.Context, room, peer string) (bool, error) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	return slices.ContainsFunc(b.rooms[room], func(m Member) bool { return m.Peer == peer }), nil
+	return slices.ContainsFunc(b.rooms[room], func(m protocol.Member) bool { return m.Peer == peer }), nil
 }
 
 // Send implements Bus.

@@ -2,6 +2,7 @@ package signaling
 
 import (
 	"errors"
+	"github.com/icebox-rtc/icebox/signaling/protocol"
 	"io"
 	"net"
 	"strconv"
@@ -13,12 +14,6 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/icebox-rtc/icebox/httpapi"
-)
-
-// WebSocket close codes icebox sends besides the standard ones.
-const (
-	// CloseReplaced: a resume of the same session took over from this connection.
-	CloseReplaced = 4001
 )
 
 // writeTimeout bounds one write: a client that does not read for this long is dropped.
@@ -250,14 +245,14 @@ func readAll(r io.Reader, b []byte) ([]byte, error) {
 func (c *conn) dispatch(kind int, frame []byte) {
 	if c.limit != nil && !c.limit.Allow() {
 		m, _ := decode(frame)
-		c.answer(m, protoErr(CodeRateLimited, "more than %v messages a second", c.h.cfg.RateLimit))
+		c.answer(m, protoErr(protocol.CodeRateLimited, "more than %v messages a second", c.h.cfg.RateLimit))
 		if !c.strikes.Allow() { // it keeps going: close with 1008
 			c.close(websocket.ClosePolicyViolation, "rate limit exceeded again and again", nil, "policy")
 		}
 		return
 	}
 	if kind != websocket.TextMessage {
-		c.answer(inbound{}, protoErr(CodeBadMessage, "messages are JSON text frames"))
+		c.answer(protocol.Message{}, protoErr(protocol.CodeBadMessage, "messages are JSON text frames"))
 		return
 	}
 	m, perr := decode(frame)
@@ -271,13 +266,13 @@ func (c *conn) dispatch(kind int, frame []byte) {
 }
 
 // answer sends the error message for m.
-func (c *conn) answer(m inbound, perr *protocolError) {
+func (c *conn) answer(m protocol.Message, perr *protocolError) {
 	c.h.metrics.errors.WithLabelValues(perr.Code).Inc()
 	c.h.reply(c.s, errorFrame(perr, m.ID))
 }
 
 func errorFrame(perr *protocolError, re []byte) []byte {
-	return encode(errorMsg{Type: TypeError, Code: perr.Code, Message: perr.Message, Re: re})
+	return encode(protocol.Error{Type: protocol.TypeError, Code: perr.Code, Message: perr.Message, Re: re})
 }
 
 func readDropReason(err error) string {

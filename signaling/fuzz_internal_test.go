@@ -2,6 +2,7 @@ package signaling
 
 import (
 	"encoding/json"
+	"github.com/icebox-rtc/icebox/signaling/protocol"
 	"testing"
 )
 
@@ -28,13 +29,13 @@ func FuzzDecode(f *testing.F) {
 			}
 			return
 		}
-		if m.Type == TypeJoin && (!validRoom(m.Room) || len(m.Meta) > maxMeta || m.Meta[0] != '{') {
+		if m.Type == protocol.TypeJoin && (!protocol.ValidRoom(m.Room) || len(m.Meta) > protocol.MaxMeta || m.Meta[0] != '{') {
 			t.Errorf("accepted a bad join: %+v", m)
 		}
-		out := relayFrame(TypeSignal, "p", m.Data)
+		out := relayFrame(protocol.TypeSignal, "p", m.Data)
 		if len(m.Data) > 0 && !json.Valid(out) {
 			t.Errorf("re-encoded data is not JSON: %s", out)
 		}
-		_ = encode(joinedMsg{Type: TypeJoined, Room: m.Room, Peers: []Member{{Peer: "p", Meta: m.Meta}}, Re: m.ID})
+		_ = encode(protocol.Joined{Type: protocol.TypeJoined, Room: m.Room, Peers: []protocol.Member{{Peer: "p", Meta: m.Meta}}, Re: m.ID})
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
+	"github.com/icebox-rtc/icebox/signaling/protocol"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -129,7 +130,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	close(h.done)
 	h.mu.Unlock()
 
-	bye := encode(byeMsg{Type: TypeBye, Reason: ReasonShutdown})
+	bye := encode(protocol.Bye{Type: protocol.TypeBye, Reason: protocol.ReasonShutdown})
 	for _, c := range conns {
 		c.close(websocket.CloseServiceRestart, "server shutting down", bye, "shutdown")
 	}
@@ -223,7 +224,7 @@ func (h *Hub) open(c *conn, id credentials.Identity, resumeToken string, last ui
 
 	if old != nil {
 		// The old socket still looked open: this resume replaces it, silently for the room.
-		old.close(CloseReplaced, "replaced by a resumed connection", nil, "replaced")
+		old.close(protocol.CloseReplaced, "replaced by a resumed connection", nil, "replaced")
 	}
 	if !resumed || moved != nil {
 		h.bus.Attach(s.peer, func(f []byte) { h.deliver(s, f) })
@@ -238,9 +239,9 @@ func (h *Hub) open(c *conn, id credentials.Identity, resumeToken string, last ui
 		h.store.register(token, s.peer, id.User)
 	}
 	servers, ttl := h.ice(id)
-	w := welcomeMsg{Type: TypeWelcome, Peer: s.peer, Resume: token, ICEServers: servers, TTL: ttl}
+	w := protocol.Welcome{Type: protocol.TypeWelcome, Peer: s.peer, Resume: token, ICEServers: iceServers(servers), TTL: ttl}
 	if resumed {
-		peers := []Member{}
+		peers := []protocol.Member{}
 		if room != "" {
 			members, err := h.bus.Members(context.Background(), room)
 			if err != nil {
@@ -256,8 +257,17 @@ func (h *Hub) open(c *conn, id credentials.Identity, resumeToken string, last ui
 	return s, encode(w), nil
 }
 
-func others(members []Member, self string) []Member {
-	return slices.DeleteFunc(members, func(m Member) bool { return m.Peer == self })
+// iceServers are the welcome's iceServers: what /ice-config would give.
+func iceServers(list []credentials.ICEServer) []protocol.ICEServer {
+	out := make([]protocol.ICEServer, len(list))
+	for i, s := range list {
+		out[i] = protocol.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential}
+	}
+	return out
+}
+
+func others(members []protocol.Member, self string) []protocol.Member {
+	return slices.DeleteFunc(members, func(m protocol.Member) bool { return m.Peer == self })
 }
 
 // deliver puts a frame into s's mailbox; a full mailbox ends the session.
@@ -349,7 +359,7 @@ func (h *Hub) end(s *session, reason string) {
 	}
 	h.metrics.sessionsEnded.WithLabelValues(reason).Inc()
 	if room != "" {
-		h.leaveRoom(s.peer, room, ReasonDisconnected)
+		h.leaveRoom(s.peer, room, protocol.ReasonDisconnected)
 	}
 }
 
@@ -392,7 +402,7 @@ func (h *Hub) giveAway(token, user string) (*handover, bool) {
 	s.op.Unlock()
 
 	if c != nil {
-		c.close(CloseReplaced, "resumed on another node", nil, "moved")
+		c.close(protocol.CloseReplaced, "resumed on another node", nil, "moved")
 	}
 	h.metrics.sessionsEnded.WithLabelValues("moved").Inc()
 	return ho, true
@@ -427,7 +437,7 @@ func (h *Hub) peerGone(room, peer string) {
 		h.log.Warn("signaling: members", "err", err)
 		return
 	}
-	f := encode(peerLeftMsg{Type: TypePeerLeft, Room: room, Peer: peer, Reason: ReasonDisconnected})
+	f := encode(protocol.PeerLeft{Type: protocol.TypePeerLeft, Room: room, Peer: peer, Reason: protocol.ReasonDisconnected})
 	if err := h.bus.Send(ctx, room, peerIDs(others(members, peer)), f); err != nil {
 		h.log.Warn("signaling: send", "err", err)
 	}
@@ -446,13 +456,13 @@ func (h *Hub) leaveRoom(peer, room, reason string) {
 		h.log.Warn("signaling: members", "err", err)
 		return
 	}
-	f := encode(peerLeftMsg{Type: TypePeerLeft, Room: room, Peer: peer, Reason: reason})
+	f := encode(protocol.PeerLeft{Type: protocol.TypePeerLeft, Room: room, Peer: peer, Reason: reason})
 	if err := h.bus.Send(ctx, room, peerIDs(others(members, peer)), f); err != nil {
 		h.log.Warn("signaling: send", "err", err)
 	}
 }
 
-func peerIDs(ms []Member) []string {
+func peerIDs(ms []protocol.Member) []string {
 	ids := make([]string, len(ms))
 	for i, m := range ms {
 		ids[i] = m.Peer
@@ -461,7 +471,7 @@ func peerIDs(ms []Member) []string {
 }
 
 // handle runs one valid message of s; a returned error is answered to the client.
-func (h *Hub) handle(s *session, m inbound) *protocolError {
+func (h *Hub) handle(s *session, m protocol.Message) *protocolError {
 	// One message of a session at a time, even while a resumed connection replaces another.
 	s.op.Lock()
 	defer s.op.Unlock()
@@ -470,64 +480,64 @@ func (h *Hub) handle(s *session, m inbound) *protocolError {
 	room := s.room
 	s.mu.Unlock()
 	switch m.Type {
-	case TypePing:
-		h.reply(s, encode(replyMsg{Type: TypePong, Re: m.ID}))
-	case TypeJoin:
+	case protocol.TypePing:
+		h.reply(s, encode(protocol.Reply{Type: protocol.TypePong, Re: m.ID}))
+	case protocol.TypeJoin:
 		return h.join(ctx, s, room, m)
-	case TypeSignal:
+	case protocol.TypeSignal:
 		if room == "" {
-			return protoErr(CodeNotJoined, "join a room first")
+			return protoErr(protocol.CodeNotJoined, "join a room first")
 		}
 		in, err := h.bus.Contains(ctx, room, m.To)
 		if err != nil {
 			return h.unavailable(err)
 		}
 		if m.To == s.peer || !in {
-			return protoErr(CodeUnknownPeer, "no peer %q in room %q", truncate(m.To, 64), room)
+			return protoErr(protocol.CodeUnknownPeer, "no peer %q in room %q", truncate(m.To, 64), room)
 		}
-		if err := h.bus.Send(ctx, room, []string{m.To}, relayFrame(TypeSignal, s.peer, m.Data)); err != nil {
+		if err := h.bus.Send(ctx, room, []string{m.To}, relayFrame(protocol.TypeSignal, s.peer, m.Data)); err != nil {
 			return h.unavailable(err)
 		}
-	case TypeBroadcast:
+	case protocol.TypeBroadcast:
 		if room == "" {
-			return protoErr(CodeNotJoined, "join a room first")
+			return protoErr(protocol.CodeNotJoined, "join a room first")
 		}
 		members, err := h.bus.Members(ctx, room)
 		if err != nil {
 			return h.unavailable(err)
 		}
-		if err := h.bus.Send(ctx, room, peerIDs(others(members, s.peer)), relayFrame(TypeBroadcast, s.peer, m.Data)); err != nil {
+		if err := h.bus.Send(ctx, room, peerIDs(others(members, s.peer)), relayFrame(protocol.TypeBroadcast, s.peer, m.Data)); err != nil {
 			return h.unavailable(err)
 		}
-	case TypeLeave:
+	case protocol.TypeLeave:
 		if room == "" {
-			return protoErr(CodeNotJoined, "not in a room")
+			return protoErr(protocol.CodeNotJoined, "not in a room")
 		}
 		s.mu.Lock()
 		s.room, s.meta = "", nil
 		s.mu.Unlock()
-		h.reply(s, encode(replyMsg{Type: TypeLeft, Re: m.ID}))
-		h.leaveRoom(s.peer, room, ReasonLeft)
+		h.reply(s, encode(protocol.Reply{Type: protocol.TypeLeft, Re: m.ID}))
+		h.leaveRoom(s.peer, room, protocol.ReasonLeft)
 	}
 	return nil
 }
 
-func (h *Hub) join(ctx context.Context, s *session, room string, m inbound) *protocolError {
+func (h *Hub) join(ctx context.Context, s *session, room string, m protocol.Message) *protocolError {
 	switch {
 	case room != "":
-		return protoErr(CodeAlreadyJoined, "already in room %q; leave first", room)
+		return protoErr(protocol.CodeAlreadyJoined, "already in room %q; leave first", room)
 	case s.id.Room != "" && s.id.Room != m.Room:
-		return protoErr(CodeForbidden, "this token only allows room %q", s.id.Room)
+		return protoErr(protocol.CodeForbidden, "this token only allows room %q", s.id.Room)
 	}
 	h.mu.Lock()
 	draining := h.draining
 	h.mu.Unlock()
 	if draining {
-		return protoErr(CodeUnavailable, "this node is shutting down; reconnect to join")
+		return protoErr(protocol.CodeUnavailable, "this node is shutting down; reconnect to join")
 	}
-	peersBefore, err := h.bus.Join(ctx, m.Room, Member{Peer: s.peer, Meta: m.Meta}, h.cfg.MaxRoomSize)
+	peersBefore, err := h.bus.Join(ctx, m.Room, protocol.Member{Peer: s.peer, Meta: m.Meta}, h.cfg.MaxRoomSize)
 	if errors.Is(err, ErrRoomFull) {
-		return protoErr(CodeRoomFull, "room %q has %d peers, the most it takes", m.Room, h.cfg.MaxRoomSize)
+		return protoErr(protocol.CodeRoomFull, "room %q has %d peers, the most it takes", m.Room, h.cfg.MaxRoomSize)
 	}
 	if err != nil {
 		return h.unavailable(err)
@@ -535,8 +545,8 @@ func (h *Hub) join(ctx context.Context, s *session, room string, m inbound) *pro
 	s.mu.Lock()
 	s.room, s.meta = m.Room, m.Meta
 	s.mu.Unlock()
-	h.reply(s, encode(joinedMsg{Type: TypeJoined, Room: m.Room, Peers: peersBefore, Re: m.ID}))
-	f := encode(peerJoinedMsg{Type: TypePeerJoined, Room: m.Room, Peer: s.peer, Meta: m.Meta})
+	h.reply(s, encode(protocol.Joined{Type: protocol.TypeJoined, Room: m.Room, Peers: peersBefore, Re: m.ID}))
+	f := encode(protocol.PeerJoined{Type: protocol.TypePeerJoined, Room: m.Room, Peer: s.peer, Meta: m.Meta})
 	if err := h.bus.Send(ctx, m.Room, peerIDs(peersBefore), f); err != nil {
 		h.log.Warn("signaling: send", "err", err)
 	}
@@ -545,5 +555,5 @@ func (h *Hub) join(ctx context.Context, s *session, room string, m inbound) *pro
 
 func (h *Hub) unavailable(err error) *protocolError {
 	h.log.Warn("signaling: bus unavailable", "err", err)
-	return protoErr(CodeUnavailable, "rooms are unavailable right now; try again")
+	return protoErr(protocol.CodeUnavailable, "rooms are unavailable right now; try again")
 }

@@ -1,6 +1,9 @@
 package signaling
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/icebox-rtc/icebox/signaling/protocol"
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // metrics are the icebox_signaling_* series. Labels are bounded sets: message types, error
 // codes, reasons; never a room, peer or user.
@@ -70,12 +73,12 @@ func newMetrics(reg prometheus.Registerer, h *Hub) *metrics {
 	return m
 }
 
-// messageLabel is the type label of an inbound message: its type when it is one of the
+// messageLabel is the type label of an protocol.Message message: its type when it is one of the
 // protocol's, else "invalid".
 func messageLabel(typ string, perr *protocolError) string {
 	switch typ {
-	case TypeJoin, TypeSignal, TypeBroadcast, TypeLeave, TypePing:
-		if perr == nil || perr.Code != CodeBadMessage {
+	case protocol.TypeJoin, protocol.TypeSignal, protocol.TypeBroadcast, protocol.TypeLeave, protocol.TypePing:
+		if perr == nil || perr.Code != protocol.CodeBadMessage {
 			return typ
 		}
 	}

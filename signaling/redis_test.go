@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/icebox-rtc/icebox/signaling"
+	"github.com/icebox-rtc/icebox/signaling/protocol"
 	"github.com/icebox-rtc/icebox/signaling/redistest"
 	"github.com/icebox-rtc/icebox/signaling/sigclient"
 )
@@ -77,7 +78,7 @@ func TestRedisTwoNodes(t *testing.T) {
 	if err := alice.Signal("nobody", "x"); err != nil {
 		t.Fatal(err)
 	}
-	if m := expect(t, alice, "error"); m.Code != signaling.CodeUnknownPeer {
+	if m := expect(t, alice, "error"); m.Code != protocol.CodeUnknownPeer {
 		t.Fatalf("signal to nobody: got %s", m.Raw)
 	}
 
@@ -86,14 +87,14 @@ func TestRedisTwoNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range []*sigclient.Client{alice, carol} {
-		if m := expect(t, c, "peer-left"); m.Peer != bob.Welcome().Peer || m.Reason != signaling.ReasonLeft {
+		if m := expect(t, c, "peer-left"); m.Peer != bob.Welcome().Peer || m.Reason != protocol.ReasonLeft {
 			t.Fatalf("after bob left: got %s", m.Raw)
 		}
 	}
 	if err := alice.Signal(bob.Welcome().Peer, "gone?"); err != nil {
 		t.Fatal(err)
 	}
-	if m := expect(t, alice, "error"); m.Code != signaling.CodeUnknownPeer {
+	if m := expect(t, alice, "error"); m.Code != protocol.CodeUnknownPeer {
 		t.Fatalf("signal to a peer that left: got %s", m.Raw)
 	}
 
@@ -140,7 +141,7 @@ func TestRedisRoomFullAcrossNodes(t *testing.T) {
 			switch {
 			case err == nil:
 				joined++
-			case errors.As(err, &se) && se.Code == signaling.CodeRoomFull:
+			case errors.As(err, &se) && se.Code == protocol.CodeRoomFull:
 				full++
 			default:
 				t.Errorf("join: %v", err)
@@ -167,7 +168,7 @@ func TestRedisNodeCrash(t *testing.T) {
 	a.Bus.Crash()
 	a.HTTP.CloseClientConnections()
 
-	if m := expect(t, bob, "peer-left"); m.Peer != alice.Welcome().Peer || m.Reason != signaling.ReasonDisconnected {
+	if m := expect(t, bob, "peer-left"); m.Peer != alice.Welcome().Peer || m.Reason != protocol.ReasonDisconnected {
 		t.Fatalf("bob: got %s, want alice's peer-left disconnected", m.Raw)
 	}
 	quiet(t, bob)
@@ -343,7 +344,7 @@ func TestRedisOutage(t *testing.T) {
 	}
 	c := dial(t, a, sigclient.Options{})
 	var se *sigclient.Error
-	if _, err := c.Join(ctx(t), "other", nil); !errors.As(err, &se) || se.Code != signaling.CodeUnavailable {
+	if _, err := c.Join(ctx(t), "other", nil); !errors.As(err, &se) || se.Code != protocol.CodeUnavailable {
 		t.Fatalf("join during the outage: got %v, want unavailable", err)
 	}
 	for _, cl := range []*sigclient.Client{alice, bob, carol} {

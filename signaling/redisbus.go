@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/icebox-rtc/icebox/signaling/protocol"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -68,7 +69,7 @@ type RedisBus struct {
 	departed map[string]struct{}
 	// seen is the last membership read of each room with peers on this node: what Members
 	// answers while Redis is unreachable (a resume on this node then keeps its peers).
-	seen map[string][]Member
+	seen map[string][]protocol.Member
 
 	give func(token, user string) (*handover, bool)
 	gone func(room, peer string)
@@ -144,7 +145,7 @@ func NewRedisBus(ctx context.Context, o RedisOptions) (*RedisBus, error) {
 		log:     o.Logger.With("redis", redacted, "node", o.Node),
 		deliver: map[string]func([]byte){}, held: map[string][][]byte{}, rooms: map[string]map[string]string{},
 		forward: map[string]forwarding{}, waits: map[string]chan *handover{}, departed: map[string]struct{}{},
-		seen: map[string][]Member{}, fences: map[string]*fence{}, deferred: map[string][]takeMsg{},
+		seen: map[string][]protocol.Member{}, fences: map[string]*fence{}, deferred: map[string][]takeMsg{},
 	}
 	// go-redis logs its reconnections on stderr, in its own format: into icebox's log, at
 	// debug level (the bus itself reports an outage, once, as an error).
@@ -362,7 +363,7 @@ func (b *RedisBus) failed(op string, err error) error {
 }
 
 // Join implements Bus: atomically in Redis, so two nodes cannot both take a room's last seat.
-func (b *RedisBus) Join(ctx context.Context, room string, m Member, max int) ([]Member, error) {
+func (b *RedisBus) Join(ctx context.Context, room string, m protocol.Member, max int) ([]protocol.Member, error) {
 	if err := b.down("join"); err != nil {
 		return nil, err
 	}
@@ -391,15 +392,15 @@ func (b *RedisBus) Join(ctx context.Context, room string, m Member, max int) ([]
 
 // member is a room member as Redis holds it.
 type member struct {
-	Member
+	protocol.Member
 	seq int64 // the join order
 }
 
 // parseMembers reads HGETALL of a room (peer, "seq|node|meta", ...) in join order, without
 // the peer skip.
-func parseMembers(fields []any, skip string) []Member {
+func parseMembers(fields []any, skip string) []protocol.Member {
 	ms := parseRoom(fields)
-	out := make([]Member, 0, len(ms))
+	out := make([]protocol.Member, 0, len(ms))
 	for _, m := range ms {
 		if m.Peer != skip {
 			out = append(out, m.Member)
@@ -429,7 +430,7 @@ func parseMember(peer, v string) (member, bool) {
 	if !ok1 || !ok2 || err != nil {
 		return member{}, false
 	}
-	m := member{Member: Member{Peer: peer}, seq: n}
+	m := member{Member: protocol.Member{Peer: peer}, seq: n}
 	if meta != "" {
 		m.Meta = json.RawMessage(meta)
 	}
@@ -447,7 +448,7 @@ func (b *RedisBus) Leave(ctx context.Context, room, peer string) error {
 		}
 	}
 	if seen, ok := b.seen[room]; ok {
-		b.seen[room] = slices.DeleteFunc(seen, func(m Member) bool { return m.Peer == peer })
+		b.seen[room] = slices.DeleteFunc(seen, func(m protocol.Member) bool { return m.Peer == peer })
 	}
 	b.mu.Unlock()
 	err := b.down("leave")
@@ -465,7 +466,7 @@ func (b *RedisBus) Leave(ctx context.Context, room, peer string) error {
 }
 
 // Members implements Bus.
-func (b *RedisBus) Members(ctx context.Context, room string) ([]Member, error) {
+func (b *RedisBus) Members(ctx context.Context, room string) ([]protocol.Member, error) {
 	err := b.down("members")
 	var fields map[string]string
 	if err == nil {
@@ -1057,7 +1058,7 @@ func (b *RedisBus) observe(frame []byte) {
 	if !bytes.HasPrefix(frame, []byte(`{"type":"peer-`)) {
 		return
 	}
-	var m peerJoinedMsg
+	var m protocol.PeerJoined
 	if json.Unmarshal(frame, &m) != nil {
 		return
 	}
@@ -1065,9 +1066,9 @@ func (b *RedisBus) observe(frame []byte) {
 	if !ok {
 		return
 	}
-	seen = slices.DeleteFunc(seen, func(x Member) bool { return x.Peer == m.Peer })
-	if m.Type == TypePeerJoined {
-		seen = append(seen, Member{Peer: m.Peer, Meta: m.Meta})
+	seen = slices.DeleteFunc(seen, func(x protocol.Member) bool { return x.Peer == m.Peer })
+	if m.Type == protocol.TypePeerJoined {
+		seen = append(seen, protocol.Member{Peer: m.Peer, Meta: m.Meta})
 	}
 	b.seen[m.Room] = seen
 }

@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"github.com/icebox-rtc/icebox/signaling/protocol"
 	"log/slog"
 	"slices"
 	"strings"
@@ -30,7 +31,7 @@ func FuzzBusMessage(f *testing.F) {
 			deliver: map[string]func([]byte){}, held: map[string][][]byte{"p3": nil},
 			rooms: map[string]map[string]string{"r": {"p1": ""}}, forward: map[string]forwarding{},
 			waits: map[string]chan *handover{}, departed: map[string]struct{}{},
-			seen: map[string][]Member{"r": {{Peer: "p1"}, {Peer: "p2"}}},
+			seen: map[string][]protocol.Member{"r": {{Peer: "p1"}, {Peer: "p2"}}},
 		}
 		defer b.rdb.Close()
 		b.metrics = newBusMetrics(prometheus.NewRegistry(), b)

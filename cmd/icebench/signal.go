@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/icebox-rtc/icebox/signaling/protocol"
 )
 
 // signalOptions are the flags of icebench signal.
@@ -151,7 +153,7 @@ func runSignal(o *signalOptions) (signalResult, error) {
 					errs.Add(1)
 					continue
 				}
-				var welcome struct{ Peer string }
+				var welcome protocol.Message
 				if err := ws.ReadJSON(&welcome); err != nil {
 					errs.Add(1)
 					_ = ws.Close()
@@ -181,8 +183,8 @@ func runSignal(o *signalOptions) (signalResult, error) {
 							}
 							continue
 						}
-						var m struct{ Type string }
-						if json.Unmarshal(b, &m) == nil && (m.Type == "joined" || m.Type == "error") {
+						var m protocol.Message
+						if json.Unmarshal(b, &m) == nil && (m.Type == protocol.TypeJoined || m.Type == protocol.TypeError) {
 							select {
 							case c.got <- m.Type:
 							default:
@@ -208,13 +210,13 @@ func runSignal(o *signalOptions) (signalResult, error) {
 		if c == nil {
 			continue
 		}
-		if err := c.send(map[string]any{"type": "join", "room": fmt.Sprintf("bench-%d", i/max(o.roomSize, 1))}); err != nil {
+		if err := c.send(map[string]any{"type": protocol.TypeJoin, "room": fmt.Sprintf("bench-%d", i/max(o.roomSize, 1))}); err != nil {
 			errs.Add(1)
 			continue
 		}
 		select {
 		case t := <-c.got:
-			if t != "joined" {
+			if t != protocol.TypeJoined {
 				errs.Add(1)
 			}
 		case <-time.After(10 * time.Second):

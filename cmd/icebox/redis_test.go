@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/icebox-rtc/icebox/signaling"
+	"github.com/icebox-rtc/icebox/signaling/protocol"
 	"github.com/icebox-rtc/icebox/signaling/redistest"
 	"github.com/icebox-rtc/icebox/signaling/sigclient"
 	"github.com/icebox-rtc/icebox/stunturn/turntest"
@@ -118,7 +119,7 @@ func TestBinaryTwoNodesOnRedis(t *testing.T) {
 	// presence timeout.
 	_ = nodes[0].cmd.Process.Kill()
 	m := next(bob, "peer-left", signaling.DefaultPresenceTimeout+20*time.Second)
-	if m.Peer != alice.Welcome().Peer || m.Reason != signaling.ReasonDisconnected {
+	if m.Peer != alice.Welcome().Peer || m.Reason != protocol.ReasonDisconnected {
 		t.Fatalf("got %s, want alice's peer-left disconnected", m.Raw)
 	}
 	// /readyz of the survivor is 200 throughout.

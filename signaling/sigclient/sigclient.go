@@ -18,42 +18,18 @@ import (
 	"sync/atomic"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/icebox-rtc/icebox/signaling/protocol"
 )
 
-// Message is any message from the server. Fields not used by a type are zero.
-type Message struct {
-	Type       string          `json:"type"`
-	Seq        uint64          `json:"seq,omitempty"`
-	Re         json.RawMessage `json:"re,omitempty"`
-	Peer       string          `json:"peer,omitempty"`
-	Resume     string          `json:"resume,omitempty"`
-	Resumed    bool            `json:"resumed,omitempty"`
-	ICEServers []ICEServer     `json:"iceServers,omitempty"`
-	TTL        int64           `json:"ttl,omitempty"`
-	Room       string          `json:"room,omitempty"`
-	Peers      []Member        `json:"peers,omitempty"`
-	Meta       json.RawMessage `json:"meta,omitempty"`
-	From       string          `json:"from,omitempty"`
-	Data       json.RawMessage `json:"data,omitempty"`
-	Reason     string          `json:"reason,omitempty"`
-	Code       string          `json:"code,omitempty"`
-	Message    string          `json:"message,omitempty"`
-	// Raw is the frame as received.
-	Raw []byte `json:"-"`
-}
+// Message is any message from the server (protocol.Message: the types the server encodes).
+type Message = protocol.Message
 
 // Member is a peer of a room.
-type Member struct {
-	Peer string          `json:"peer"`
-	Meta json.RawMessage `json:"meta"`
-}
+type Member = protocol.Member
 
 // ICEServer is one entry of iceServers.
-type ICEServer struct {
-	URLs       []string `json:"urls"`
-	Username   string   `json:"username,omitempty"`
-	Credential string   `json:"credential,omitempty"`
-}
+type ICEServer = protocol.ICEServer
 
 // Error is an error message from the server.
 type Error struct {
@@ -136,7 +112,7 @@ func Dial(ctx context.Context, rawURL string, o Options) (*Client, error) {
 		_ = ws.Close()
 		return nil, err
 	}
-	if err := json.Unmarshal(frame, &c.welcome); err != nil || c.welcome.Type != "welcome" {
+	if err := json.Unmarshal(frame, &c.welcome); err != nil || c.welcome.Type != protocol.TypeWelcome {
 		_ = ws.Close()
 		return nil, fmt.Errorf("signaling: expected a welcome, got %s", frame)
 	}
@@ -236,7 +212,7 @@ func (c *Client) Request(ctx context.Context, msg map[string]any) (Message, erro
 		if !ok {
 			return Message{}, ErrClosed
 		}
-		if m.Type == "error" {
+		if m.Type == protocol.TypeError {
 			return m, &Error{Code: m.Code, Message: m.Message}
 		}
 		return m, nil
