@@ -3,23 +3,31 @@ package signaling
 import (
 	"context"
 	"encoding/json"
-	"github.com/icebox-rtc/icebox/signaling/protocol"
 	"slices"
 	"sync"
+	"time"
+
+	"github.com/icebox-rtc/icebox/signaling/protocol"
 )
 
 // Bus is membership and delivery: which peers are in which room, and getting a frame to a peer.
 // The Hub speaks the protocol and holds the connections of this node; the Bus is what nodes
-// would share. LocalBus keeps everything in this process; a Redis-backed Bus shares rooms
-// between the nodes on one Redis.
+// would share. LocalBus keeps everything in this process; a NodeBus shares rooms between the
+// nodes on one broker (Redis, or a Loopback in tests).
+//
+// The bus tells rooms about their membership itself: a join or leave and the peer-joined or
+// peer-left it sends to the others are one step, so every member's view (joined.peers, then
+// each peer-joined and peer-left) adds up to the room.
 type Bus interface {
-	// Join adds m to room unless the room already holds max peers (ErrRoomFull), and returns
-	// the members that were there before, in the order they joined.
-	Join(ctx context.Context, room string, m protocol.Member, max int) ([]protocol.Member, error)
-	// Leave removes peer from room; leaving a room one is not in does nothing. When it fails,
-	// the Bus finishes it later and tells the room then (through the gone func of a
-	// sessionStore).
-	Leave(ctx context.Context, room, peer string) error
+	// Join adds m to room unless the room already holds max peers (ErrRoomFull), tells the
+	// members that were there (peer-joined), and returns them in the order they joined.
+	// first runs once m is in, before any other frame about the room reaches m's peer: the
+	// hub queues the joined reply there, so that it comes first.
+	Join(ctx context.Context, room string, m protocol.Member, max int, first func(before []protocol.Member)) ([]protocol.Member, error)
+	// Leave removes peer from room and tells the members left (peer-left with reason); leaving
+	// a room one is not in does nothing. When it fails, the bus finishes it later and tells
+	// the room then.
+	Leave(ctx context.Context, room, peer, reason string) error
 	// Members lists room in join order.
 	Members(ctx context.Context, room string) ([]protocol.Member, error)
 	// Contains reports whether peer is in room (every signal asks).
@@ -28,7 +36,7 @@ type Bus interface {
 	// attached with (on whichever node). Frames from one caller arrive in the order it sent
 	// them. Unknown peers are skipped.
 	Send(ctx context.Context, room string, peers []string, frame []byte) error
-	// Attach routes frames for peer to deliver, until Detach.
+	// Attach routes frames for peer to deliver, until Detach. deliver must not block.
 	Attach(peer string, deliver func(frame []byte))
 	// Detach stops routing frames to peer.
 	Detach(peer string)
@@ -36,26 +44,24 @@ type Bus interface {
 	Rooms() int
 }
 
-// sessionStore is what a Bus shared between nodes adds, so that a client can resume its
-// session on another node than the one it was connected to: the resume tokens are known to
-// every node, and the node holding a session hands it (with its mailbox) to the node the
-// client reconnected to.
-type sessionStore interface {
-	// bind gives the store the hub's ways to give a session away (another node asks for
-	// it) and to tell a room that a peer of a dead node is gone.
-	bind(give func(token, user string) (*handover, bool), gone func(room, peer string))
+// SessionStore lets a session outlive its node: the resume tokens are known to every node, and
+// the node holding a session hands it (with its mailbox) to the node its client reconnected to.
+// A bus shared between nodes (*NodeBus) is one; the hub gets it in Options.Sessions.
+type SessionStore interface {
+	// bind gives the store the hub's way to give a session away (another node asks for it).
+	bind(give func(token, user string) (*handover, bool))
 	// register records that token resumes peer's session (of user) on this node.
-	register(token, peer, user string)
+	register(ctx context.Context, token, peer, user string)
 	// forget removes token: it was used, or its session ended.
-	forget(token string)
-	// dropped starts the countdown of token: its connection dropped, the session waits for a
-	// resume.
-	dropped(token string)
-	// take gets the session token names from the node holding it. Frames for its peer that
-	// reach this node meanwhile are held until the hub attaches the peer. (nil, nil): no
-	// node has it.
+	forget(ctx context.Context, token string)
+	// dropped starts the countdown of token: its connection dropped, the session waits grace
+	// for a resume.
+	dropped(ctx context.Context, token string, grace time.Duration)
+	// take gets the session token names from the node holding it (or, if that node died, its
+	// peer id and room). Frames for its peer that reach this node meanwhile are held until the
+	// hub attaches the peer. (nil, nil): no node has it.
 	take(ctx context.Context, token, user string) (*handover, error)
-	// moved records that peer's session now lives here (after take), and releases the hold.
+	// moved records that the session of h now lives here (after take and Attach).
 	moved(ctx context.Context, h *handover)
 }
 
@@ -78,7 +84,17 @@ type handoverFrame struct {
 	Data json.RawMessage `json:"data"`
 }
 
-// LocalBus is the in-process Bus: rooms and delivery within one icebox.
+// peerJoinedFrame and peerLeftFrame are the membership messages the bus sends to a room.
+func peerJoinedFrame(room string, m protocol.Member) []byte {
+	return encode(protocol.PeerJoined{Type: protocol.TypePeerJoined, Room: room, Peer: m.Peer, Meta: m.Meta})
+}
+
+func peerLeftFrame(room, peer, reason string) []byte {
+	return encode(protocol.PeerLeft{Type: protocol.TypePeerLeft, Room: room, Peer: peer, Reason: reason})
+}
+
+// LocalBus is the in-process Bus: rooms and delivery within one icebox. One lock orders every
+// join, leave and send, so membership messages and joined replies can never cross.
 type LocalBus struct {
 	mu      sync.RWMutex
 	rooms   map[string][]protocol.Member
@@ -91,31 +107,35 @@ func NewLocalBus() *LocalBus {
 }
 
 // Join implements Bus.
-func (b *LocalBus) Join(_ context.Context, room string, m protocol.Member, max int) ([]protocol.Member, error) {
+func (b *LocalBus) Join(_ context.Context, room string, m protocol.Member, max int, first func([]protocol.Member)) ([]protocol.Member, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	members := b.rooms[room]
 	if len(members) >= max {
 		return nil, ErrRoomFull
 	}
-	others := slices.Clone(members)
+	before := append([]protocol.Member{}, members...)
 	b.rooms[room] = append(members, m)
-	if others == nil {
-		others = []protocol.Member{}
-	}
-	return others, nil
+	first(before)
+	b.send(peerIDs(before), peerJoinedFrame(room, m))
+	return before, nil
 }
 
 // Leave implements Bus.
-func (b *LocalBus) Leave(_ context.Context, room, peer string) error {
+func (b *LocalBus) Leave(_ context.Context, room, peer, reason string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	members := slices.DeleteFunc(b.rooms[room], func(m protocol.Member) bool { return m.Peer == peer })
+	members := b.rooms[room]
+	if !slices.ContainsFunc(members, func(m protocol.Member) bool { return m.Peer == peer }) {
+		return nil
+	}
+	members = slices.DeleteFunc(members, func(m protocol.Member) bool { return m.Peer == peer })
 	if len(members) == 0 {
 		delete(b.rooms, room)
-	} else {
-		b.rooms[room] = members
+		return nil
 	}
+	b.rooms[room] = members
+	b.send(peerIDs(members), peerLeftFrame(room, peer, reason))
 	return nil
 }
 
@@ -137,12 +157,17 @@ func (b *LocalBus) Contains(_ context.Context, room, peer string) (bool, error) 
 func (b *LocalBus) Send(_ context.Context, _ string, peers []string, frame []byte) error {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
+	b.send(peers, frame)
+	return nil
+}
+
+// send delivers frame to peers; b.mu is held.
+func (b *LocalBus) send(peers []string, frame []byte) {
 	for _, p := range peers {
 		if d := b.deliver[p]; d != nil {
 			d(frame)
 		}
 	}
-	return nil
 }
 
 // Attach implements Bus.
@@ -164,4 +189,17 @@ func (b *LocalBus) Rooms() int {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	return len(b.rooms)
+}
+
+func peerIDs(ms []protocol.Member) []string {
+	ids := make([]string, len(ms))
+	for i, m := range ms {
+		ids[i] = m.Peer
+	}
+	return ids
+}
+
+// others is members without self.
+func others(members []protocol.Member, self string) []protocol.Member {
+	return slices.DeleteFunc(members, func(m protocol.Member) bool { return m.Peer == self })
 }

@@ -17,8 +17,18 @@ type Config struct {
 	MaxMessageBytes int `mapstructure:"max_message_bytes"`
 	// RateLimit is messages per second per connection (burst twice that); 0 is off.
 	RateLimit float64 `mapstructure:"rate_limit"`
-	// MaxConnsPerIP caps concurrent connections from one client IP; 0 is unlimited.
+	// MaxConnsPerIP caps the sessions of one client (an IPv4 address, an IPv6 /64): connected
+	// ones and those waiting for a resume; 0 is unlimited.
 	MaxConnsPerIP int `mapstructure:"max_conns_per_ip"`
+	// MaxQueuedBytes bounds the messages waiting for one session: unsent, and sent but not yet
+	// acknowledged (kept for a resume). Acknowledged-to-be ones are forgotten first to make
+	// room; a client whose unsent messages pass it reads too slowly and is closed with 1008.
+	// 0 is no bound (the 256 messages remain).
+	MaxQueuedBytes int `mapstructure:"max_queued_bytes"`
+	// MaxQueuedBytesTotal bounds the messages waiting for every session of this node: past
+	// it, the mailboxes forget what they keep for replays, then the sessions with the most
+	// unsent bytes (the slowest readers) are ended. 0 is no bound.
+	MaxQueuedBytesTotal int `mapstructure:"max_queued_bytes_total"`
 	// PingInterval is the period of WebSocket ping frames.
 	PingInterval time.Duration `mapstructure:"ping_interval"`
 	// PongTimeout is the silence after which a connection counts as dropped.
@@ -30,14 +40,16 @@ type Config struct {
 // DefaultConfig returns the built-in defaults of the signaling section.
 func DefaultConfig() Config {
 	return Config{
-		MaxRoomSize:     16,
-		ResumeGrace:     30 * time.Second,
-		MaxMessageBytes: 65536,
-		RateLimit:       50,
-		MaxConnsPerIP:   50,
-		PingInterval:    20 * time.Second,
-		PongTimeout:     45 * time.Second,
-		RedisURL:        "",
+		MaxRoomSize:         16,
+		ResumeGrace:         30 * time.Second,
+		MaxMessageBytes:     65536,
+		RateLimit:           50,
+		MaxConnsPerIP:       50,
+		MaxQueuedBytes:      1 << 20,
+		MaxQueuedBytesTotal: 256 << 20,
+		PingInterval:        20 * time.Second,
+		PongTimeout:         45 * time.Second,
+		RedisURL:            "",
 	}
 }
 
@@ -61,6 +73,14 @@ func (c Config) Validate() error {
 	}
 	if c.MaxConnsPerIP < 0 {
 		bad("max_conns_per_ip", "%d is negative (0 means unlimited)", c.MaxConnsPerIP)
+	}
+	if c.MaxQueuedBytes < 0 {
+		bad("max_queued_bytes", "%d is negative (0 means no bound)", c.MaxQueuedBytes)
+	} else if c.MaxQueuedBytes > 0 && c.MaxQueuedBytes < c.MaxMessageBytes {
+		bad("max_queued_bytes", "%d is below max_message_bytes %d: one message would not fit", c.MaxQueuedBytes, c.MaxMessageBytes)
+	}
+	if c.MaxQueuedBytesTotal < 0 {
+		bad("max_queued_bytes_total", "%d is negative (0 means no bound)", c.MaxQueuedBytesTotal)
 	}
 	if c.PingInterval <= 0 {
 		bad("ping_interval", "%v must be positive", c.PingInterval)

@@ -1,4 +1,4 @@
 package signaling
 
 // Crash stops b as if its process died: no more heartbeats or messages, nothing cleaned up.
-func (b *RedisBus) Crash() { b.crash() }
+func (b *NodeBus) Crash() { b.crash() }

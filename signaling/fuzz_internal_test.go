@@ -2,8 +2,9 @@ package signaling
 
 import (
 	"encoding/json"
-	"github.com/icebox-rtc/icebox/signaling/protocol"
 	"testing"
+
+	"github.com/icebox-rtc/icebox/signaling/protocol"
 )
 
 // FuzzDecode: the decoder never panics, and what it accepts is a message of the protocol whose

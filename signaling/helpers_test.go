@@ -31,7 +31,7 @@ type server struct {
 	URL      string // ws://127.0.0.1:PORT/ws
 	HTTP     *httptest.Server
 	Registry *prometheus.Registry
-	Bus      *signaling.RedisBus // with serverOptions.redis
+	Bus      *signaling.NodeBus // with serverOptions.redis or loopback
 }
 
 type serverOptions struct {
@@ -39,10 +39,15 @@ type serverOptions struct {
 	auth    credentials.AuthConfig
 	origins []string
 	proxies []string // http.trusted_proxies
-	// redis: the rooms live on this Redis (a node of several); presence is the bus's
-	// presence timeout.
+	// redis or loopback: the rooms live on this Redis or Loopback (a node of several);
+	// presence is the bus's presence timeout.
 	redis    string
+	loopback *signaling.Loopback
 	presence time.Duration
+	// clock runs the hub's and the bus's timers (nil: the system clock).
+	clock signaling.Clock
+	// logger receives the hub's and the bus's log (nil: discarded).
+	logger *slog.Logger
 }
 
 func testConfig() signaling.Config {
@@ -70,27 +75,36 @@ func start(t testing.TB, o serverOptions) *server {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
+	if o.logger == nil {
+		o.logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
 	var bus signaling.Bus
-	var rb *signaling.RedisBus
-	if o.redis != "" {
-		rb, err = signaling.NewRedisBus(context.Background(), signaling.RedisOptions{
-			URL: o.redis, PresenceTimeout: o.presence, ResumeGrace: cfg.ResumeGrace, Registry: reg,
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		})
+	var store signaling.SessionStore
+	var rb *signaling.NodeBus
+	node := signaling.NodeOptions{PresenceTimeout: o.presence, ResumeGrace: cfg.ResumeGrace, Clock: o.clock, Registry: reg, Logger: o.logger}
+	switch {
+	case o.redis != "":
+		rb, err = signaling.NewRedisBus(context.Background(), signaling.RedisOptions{URL: o.redis, NodeOptions: node})
 		if err != nil {
 			t.Fatal(err)
 		}
-		bus = rb
+	case o.loopback != nil:
+		rb = o.loopback.Node(node)
+	}
+	if rb != nil {
+		bus, store = rb, rb
 	}
 	hub, err := signaling.New(cfg, signaling.Options{
-		Bus:     bus,
-		Auth:    credentials.NewAuthenticator(o.auth),
-		Origins: origins,
-		Proxies: proxies,
+		Bus:      bus,
+		Sessions: store,
+		Clock:    o.clock,
+		Auth:     credentials.NewAuthenticator(o.auth),
+		Origins:  origins,
+		Proxies:  proxies,
 		ICE: func(credentials.Identity) ([]credentials.ICEServer, int64) {
 			return []credentials.ICEServer{{URLs: []string{"stun:127.0.0.1:3478"}}}, 86400
 		},
-		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger:   o.logger,
 		Registry: reg,
 	})
 	if err != nil {

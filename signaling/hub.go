@@ -4,12 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
-	"errors"
-	"github.com/icebox-rtc/icebox/signaling/protocol"
 	"log/slog"
 	"net/http"
-	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -17,12 +15,16 @@ import (
 
 	"github.com/icebox-rtc/icebox/credentials"
 	"github.com/icebox-rtc/icebox/httpapi"
+	"github.com/icebox-rtc/icebox/signaling/protocol"
 )
 
 // Options is what New needs besides the signaling section.
 type Options struct {
 	// Bus holds rooms and delivers messages; nil means a LocalBus.
 	Bus Bus
+	// Sessions lets sessions move between nodes (resume on another node); nil: a session
+	// lives and dies on this node. With a NodeBus, the same NodeBus.
+	Sessions SessionStore
 	// Auth checks the token of each connection (auth.mode).
 	Auth *credentials.Authenticator
 	// Origins and Proxies are the http section's origin policy and trusted proxies.
@@ -34,8 +36,10 @@ type Options struct {
 	// MintLimit, when set, is asked before each welcome (which carries a fresh TURN
 	// credential): false refuses the connection with 429, retryAfter as its Retry-After.
 	MintLimit func(httpapi.Client) (ok bool, retryAfter time.Duration)
-	Logger    *slog.Logger
-	Registry  prometheus.Registerer
+	// Clock runs grace periods and pings (nil: the system clock).
+	Clock    Clock
+	Logger   *slog.Logger
+	Registry prometheus.Registerer
 }
 
 // Hub is the signaling service of one node: it speaks the protocol with the WebSocket
@@ -43,26 +47,39 @@ type Options struct {
 type Hub struct {
 	cfg     Config
 	bus     Bus
-	store   sessionStore // nil: sessions live and die on this node
+	store   SessionStore // nil: sessions live and die on this node
 	auth    *credentials.Authenticator
 	origins httpapi.Origins
 	proxies httpapi.Proxies
 	ice     func(credentials.Identity) ([]credentials.ICEServer, int64)
 	mint    func(httpapi.Client) (bool, time.Duration)
+	clock   Clock
 	log     *slog.Logger
 	metrics *metrics
 
 	upgrader websocket.Upgrader
 
+	// life is the hub's lifetime: every bus call's context derives from it, with a timeout.
+	life context.Context
+	stop context.CancelFunc
+
+	queued    atomic.Int64 // bytes in every mailbox (max_queued_bytes_total)
+	reclaimed atomic.Bool  // a reclaim is running
+
 	mu       sync.Mutex
 	sessions map[string]*session // by peer id
 	tokens   map[string]*session // by resume token
 	conns    map[*conn]struct{}
-	perIP    map[httpapi.Client]int // connections per client (an IPv6 /64 is one)
+	// clients counts, per client, the sessions (connected or waiting for a resume) and the
+	// connections being opened: signaling.max_conns_per_ip.
+	clients  map[httpapi.Client]int
 	draining bool
 	closed   bool
 	done     chan struct{}
 }
+
+// busTimeout bounds one call of the bus.
+const busTimeout = 5 * time.Second
 
 // New builds the hub; serve it at /ws with ServeHTTP.
 func New(cfg Config, o Options) (*Hub, error) {
@@ -72,14 +89,21 @@ func New(cfg Config, o Options) (*Hub, error) {
 	if o.Bus == nil {
 		o.Bus = NewLocalBus()
 	}
-	h := &Hub{
-		cfg: cfg, bus: o.Bus, auth: o.Auth, origins: o.Origins, proxies: o.Proxies, ice: o.ICE, mint: o.MintLimit, log: o.Logger,
-		sessions: map[string]*session{}, tokens: map[string]*session{},
-		conns: map[*conn]struct{}{}, perIP: map[httpapi.Client]int{}, done: make(chan struct{}),
+	if o.Clock == nil {
+		o.Clock = RealClock{}
 	}
-	if st, ok := o.Bus.(sessionStore); ok {
-		h.store = st
-		st.bind(h.giveAway, h.peerGone)
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	h := &Hub{
+		cfg: cfg, bus: o.Bus, store: o.Sessions, auth: o.Auth, origins: o.Origins, proxies: o.Proxies, ice: o.ICE,
+		mint: o.MintLimit, clock: o.Clock, log: o.Logger,
+		sessions: map[string]*session{}, tokens: map[string]*session{},
+		conns: map[*conn]struct{}{}, clients: map[httpapi.Client]int{}, done: make(chan struct{}),
+	}
+	h.life, h.stop = context.WithCancel(context.Background())
+	if h.store != nil {
+		h.store.bind(h.giveAway)
 	}
 	h.metrics = newMetrics(o.Registry, h)
 	h.upgrader = websocket.Upgrader{
@@ -91,6 +115,11 @@ func New(cfg Config, o Options) (*Hub, error) {
 		CheckOrigin:       func(*http.Request) bool { return true }, // checked before, with a JSON 403
 	}
 	return h, nil
+}
+
+// busContext is the context of one bus call.
+func (h *Hub) busContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(h.life, busTimeout)
 }
 
 // Serve blocks until Shutdown; the connections run on their own goroutines.
@@ -107,7 +136,7 @@ func (h *Hub) Drain() {
 }
 
 // Shutdown sends bye to every connection and closes it with 1012, and waits for them to end
-// within ctx.
+// within ctx. Sessions stay where a SessionStore can hand them to another node.
 func (h *Hub) Shutdown(ctx context.Context) error {
 	h.mu.Lock()
 	if h.closed {
@@ -141,16 +170,18 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		}
 		close(finished)
 	}()
+	var err error
 	select {
 	case <-finished:
-		return nil
 	case <-ctx.Done():
 		for _, c := range conns {
 			_ = c.ws.NetConn().Close() // a client that does not take its bye in time
 		}
 		<-finished
-		return ctx.Err()
+		err = ctx.Err()
 	}
+	h.stop()
+	return err
 }
 
 // randomID is an unguessable identifier of n random bytes.
@@ -160,125 +191,56 @@ func randomID(n int) string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// open starts the session of a new connection: a fresh one, or the one resumeToken names if
-// it is alive and belongs to the same user. It writes nothing; the welcome is returned.
-func (h *Hub) open(c *conn, id credentials.Identity, resumeToken string, last uint64, hasLast bool) (*session, []byte, error) {
-	// A token this node does not know may be another node's: that node hands the session
-	// over (or, if it died, this node adopts its peer id and room).
-	var moved *handover
-	if resumeToken != "" && h.store != nil {
-		h.mu.Lock()
-		_, here := h.tokens[resumeToken]
-		h.mu.Unlock()
-		if !here {
-			ctx, cancel := context.WithTimeout(context.Background(), handoverTimeout+2*time.Second)
-			ho, err := h.store.take(ctx, resumeToken, id.User)
-			cancel()
-			if err != nil {
-				h.log.Warn("signaling: resume on another node", "err", err)
-			}
-			moved = ho
-		}
-	}
-
-	h.mu.Lock()
-	if h.closed {
-		h.mu.Unlock()
-		return nil, nil, ErrClosed
-	}
-	s := h.tokens[resumeToken]
-	if s != nil && s.id.User != id.User {
-		s = nil // a token is no way into another user's session
-	}
-	if s != nil {
-		delete(h.tokens, resumeToken) // single use
-	}
-	token := randomID(32)
-	resumed := s != nil
-	switch {
-	case !resumed && moved != nil:
-		s = sessionFrom(moved, token, id, last, hasLast)
-		h.sessions[s.peer] = s
-		resumed = true
-	case !resumed:
-		s = newSession(randomID(12), token, id)
-		h.sessions[s.peer] = s
-	}
-	h.tokens[token] = s
-	h.mu.Unlock()
-
-	var old *conn
-	s.mu.Lock()
-	if resumed {
-		s.token = token
-		old = s.conn
-		if s.grace != nil {
-			s.grace.Stop()
-			s.grace = nil
-		}
-		s.rewind(last, hasLast)
-	}
-	s.conn = c
-	room := s.room
-	s.mu.Unlock()
-
-	if old != nil {
-		// The old socket still looked open: this resume replaces it, silently for the room.
-		old.close(protocol.CloseReplaced, "replaced by a resumed connection", nil, "replaced")
-	}
-	if !resumed || moved != nil {
-		h.bus.Attach(s.peer, func(f []byte) { h.deliver(s, f) })
-	}
-	if moved != nil {
-		h.store.moved(context.Background(), moved)
-	}
-	if h.store != nil {
-		if resumeToken != "" && moved == nil && resumed {
-			h.store.forget(resumeToken)
-		}
-		h.store.register(token, s.peer, id.User)
-	}
-	servers, ttl := h.ice(id)
-	w := protocol.Welcome{Type: protocol.TypeWelcome, Peer: s.peer, Resume: token, ICEServers: iceServers(servers), TTL: ttl}
-	if resumed {
-		peers := []protocol.Member{}
-		if room != "" {
-			members, err := h.bus.Members(context.Background(), room)
-			if err != nil {
-				return nil, nil, err
-			}
-			peers = others(members, s.peer)
-		}
-		w.Resumed, w.Room, w.Peers = true, room, &peers
-		h.metrics.resumes.WithLabelValues("resumed").Inc()
-	} else if resumeToken != "" {
-		h.metrics.resumes.WithLabelValues("unknown_token").Inc()
-	}
-	return s, encode(w), nil
-}
-
-// iceServers are the welcome's iceServers: what /ice-config would give.
-func iceServers(list []credentials.ICEServer) []protocol.ICEServer {
-	out := make([]protocol.ICEServer, len(list))
-	for i, s := range list {
-		out[i] = protocol.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential}
-	}
-	return out
-}
-
-func others(members []protocol.Member, self string) []protocol.Member {
-	return slices.DeleteFunc(members, func(m protocol.Member) bool { return m.Peer == self })
-}
-
-// deliver puts a frame into s's mailbox; a full mailbox ends the session.
+// deliver puts a frame into s's mailbox; a client that reads too slowly loses its session,
+// and past the node's total the slowest readers are cut.
 func (h *Hub) deliver(s *session, f []byte) {
-	if !s.push(f) {
+	switch s.push(f) {
+	case full:
 		go h.end(s, "mailbox_full")
+	case pushed:
+		if limit := h.cfg.MaxQueuedBytesTotal; limit > 0 && h.queued.Load() > int64(limit) {
+			h.reclaim()
+		}
 	}
 }
 
 // reply sends a frame to s itself.
 func (h *Hub) reply(s *session, f []byte) { h.deliver(s, f) }
+
+// reclaim brings the node's queued bytes back under max_queued_bytes_total: first every
+// mailbox forgets what it only kept for a replay, then the sessions with the most unsent
+// bytes (the slowest readers) are ended, most first.
+func (h *Hub) reclaim() {
+	if !h.reclaimed.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer h.reclaimed.Store(false)
+		limit := int64(h.cfg.MaxQueuedBytesTotal)
+		h.mu.Lock()
+		all := make([]*session, 0, len(h.sessions))
+		for _, s := range h.sessions {
+			all = append(all, s)
+		}
+		h.mu.Unlock()
+		for _, s := range all {
+			s.trim()
+		}
+		for h.queued.Load() > limit {
+			var worst *session
+			most := 0
+			for _, s := range all {
+				if q := s.queued(); q > most {
+					worst, most = s, q
+				}
+			}
+			if worst == nil {
+				return
+			}
+			h.end(worst, "memory")
+		}
+	}()
+}
 
 // acked records a pong of c acknowledging every frame up to seq.
 func (h *Hub) acked(c *conn, seq uint64) {
@@ -291,14 +253,12 @@ func (h *Hub) acked(c *conn, seq uint64) {
 }
 
 // dropped is called once c's reader and writer have ended, by a drop or a close: the session
-// stays for resume_grace unless another connection already took it over.
+// stays for resume_grace (holding its client's slot) unless another connection already took
+// it over.
 func (h *Hub) dropped(c *conn) {
 	h.metrics.drops.WithLabelValues(c.dropReason).Inc()
 	h.mu.Lock()
 	delete(h.conns, c)
-	if h.perIP[c.ip]--; h.perIP[c.ip] <= 0 {
-		delete(h.perIP, c.ip)
-	}
 	closed := h.closed
 	h.mu.Unlock()
 
@@ -309,12 +269,13 @@ func (h *Hub) dropped(c *conn) {
 		return
 	}
 	s.conn = nil
-	grace := h.cfg.ResumeGrace
-	s.grace = time.AfterFunc(grace, func() { h.expire(s) })
+	s.grace = h.clock.AfterFunc(h.cfg.ResumeGrace, func() { h.expire(s) })
 	token := s.token
 	s.mu.Unlock()
 	if h.store != nil {
-		h.store.dropped(token)
+		ctx, cancel := h.busContext()
+		h.store.dropped(ctx, token, h.cfg.ResumeGrace)
+		cancel()
 	}
 }
 
@@ -329,8 +290,10 @@ func (h *Hub) expire(s *session) {
 }
 
 // end ends a session: it leaves its room (the others get peer-left "disconnected"), its token
-// stops working, and its connection, if any, is closed.
+// stops working, its client's slot is free, and its connection, if any, is closed.
 func (h *Hub) end(s *session, reason string) {
+	s.op.Lock() // after the message in progress
+	defer s.op.Unlock()
 	s.mu.Lock()
 	if s.ended {
 		s.mu.Unlock()
@@ -341,7 +304,8 @@ func (h *Hub) end(s *session, reason string) {
 		s.grace.Stop()
 	}
 	room, token, c := s.room, s.token, s.conn
-	s.room, s.queue = "", nil
+	s.room = ""
+	s.empty()
 	s.mu.Unlock()
 
 	h.mu.Lock()
@@ -349,17 +313,34 @@ func (h *Hub) end(s *session, reason string) {
 	if h.tokens[token] == s {
 		delete(h.tokens, token)
 	}
+	h.release(s.client)
 	h.mu.Unlock()
+	ctx, cancel := h.busContext()
+	defer cancel()
+	if room != "" {
+		// A failed leave is the bus's to finish (and count); a log line per session would
+		// flood the log during an outage.
+		_ = h.bus.Leave(ctx, room, s.peer, protocol.ReasonDisconnected)
+	}
 	h.bus.Detach(s.peer)
 	if h.store != nil {
-		h.store.forget(token)
+		h.store.forget(ctx, token)
 	}
-	if c != nil { // the mailbox overflowed while it was connected: a slow reader
-		c.close(websocket.ClosePolicyViolation, "too slow: send queue full", nil, reason)
+	if c != nil {
+		switch reason {
+		case "mailbox_full", "memory": // a slow reader
+			c.close(websocket.ClosePolicyViolation, "too slow: send queue full", nil, reason)
+		default:
+			c.close(protocol.CloseReplaced, "session ended", nil, reason)
+		}
 	}
 	h.metrics.sessionsEnded.WithLabelValues(reason).Inc()
-	if room != "" {
-		h.leaveRoom(s.peer, room, protocol.ReasonDisconnected)
+}
+
+// release gives back a slot of client; h.mu is held.
+func (h *Hub) release(c httpapi.Client) {
+	if h.clients[c]--; h.clients[c] <= 0 {
+		delete(h.clients, c)
 	}
 }
 
@@ -369,12 +350,20 @@ func (h *Hub) end(s *session, reason string) {
 func (h *Hub) giveAway(token, user string) (*handover, bool) {
 	h.mu.Lock()
 	s := h.tokens[token]
-	if s == nil || s.id.User != user {
+	if s == nil {
+		h.mu.Unlock()
+		return nil, false
+	}
+	s.mu.Lock()
+	owner := s.id.User
+	s.mu.Unlock()
+	if owner != user {
 		h.mu.Unlock()
 		return nil, false
 	}
 	delete(h.tokens, token)
 	delete(h.sessions, s.peer)
+	h.release(s.client)
 	closed := h.closed // shutting down: every session is ended, and may still move on
 	h.mu.Unlock()
 
@@ -397,7 +386,8 @@ func (h *Hub) giveAway(token, user string) (*handover, bool) {
 		ho.Frames = append(ho.Frames, handoverFrame{Seq: f.seq, Data: f.data})
 	}
 	c := s.conn
-	s.room, s.queue = "", nil
+	s.room = ""
+	s.empty()
 	s.mu.Unlock()
 	s.op.Unlock()
 
@@ -406,154 +396,4 @@ func (h *Hub) giveAway(token, user string) (*handover, bool) {
 	}
 	h.metrics.sessionsEnded.WithLabelValues("moved").Inc()
 	return ho, true
-}
-
-// sessionFrom is a session handed over by another node, for a client that has every frame
-// up to last (when hasLast).
-func sessionFrom(ho *handover, token string, id credentials.Identity, last uint64, hasLast bool) *session {
-	s := newSession(ho.Peer, token, id)
-	s.room, s.meta = ho.Room, ho.Meta
-	if ho.Adopted {
-		// The mailbox died with its node: go on after what the client has, so that its
-		// dedupe by seq keeps working.
-		if hasLast {
-			s.nextSeq = last + 1
-		}
-		s.written = s.nextSeq - 1
-	} else {
-		s.nextSeq, s.written = ho.NextSeq, ho.Written
-		for _, f := range ho.Frames {
-			s.queue = append(s.queue, frame{seq: f.Seq, data: f.Data})
-		}
-	}
-	return s // open rewinds it to what the client has
-}
-
-// peerGone tells room that peer, whose node died, is gone.
-func (h *Hub) peerGone(room, peer string) {
-	ctx := context.Background()
-	members, err := h.bus.Members(ctx, room)
-	if err != nil {
-		h.log.Warn("signaling: members", "err", err)
-		return
-	}
-	f := encode(protocol.PeerLeft{Type: protocol.TypePeerLeft, Room: room, Peer: peer, Reason: protocol.ReasonDisconnected})
-	if err := h.bus.Send(ctx, room, peerIDs(others(members, peer)), f); err != nil {
-		h.log.Warn("signaling: send", "err", err)
-	}
-}
-
-// leaveRoom takes peer out of room and tells the others why.
-func (h *Hub) leaveRoom(peer, room, reason string) {
-	ctx := context.Background()
-	if err := h.bus.Leave(ctx, room, peer); err != nil {
-		// The bus finishes the leave, and tells the room, when it can.
-		h.log.Warn("signaling: leave", "err", err)
-		return
-	}
-	members, err := h.bus.Members(ctx, room)
-	if err != nil {
-		h.log.Warn("signaling: members", "err", err)
-		return
-	}
-	f := encode(protocol.PeerLeft{Type: protocol.TypePeerLeft, Room: room, Peer: peer, Reason: reason})
-	if err := h.bus.Send(ctx, room, peerIDs(others(members, peer)), f); err != nil {
-		h.log.Warn("signaling: send", "err", err)
-	}
-}
-
-func peerIDs(ms []protocol.Member) []string {
-	ids := make([]string, len(ms))
-	for i, m := range ms {
-		ids[i] = m.Peer
-	}
-	return ids
-}
-
-// handle runs one valid message of s; a returned error is answered to the client.
-func (h *Hub) handle(s *session, m protocol.Message) *protocolError {
-	// One message of a session at a time, even while a resumed connection replaces another.
-	s.op.Lock()
-	defer s.op.Unlock()
-	ctx := context.Background()
-	s.mu.Lock()
-	room := s.room
-	s.mu.Unlock()
-	switch m.Type {
-	case protocol.TypePing:
-		h.reply(s, encode(protocol.Reply{Type: protocol.TypePong, Re: m.ID}))
-	case protocol.TypeJoin:
-		return h.join(ctx, s, room, m)
-	case protocol.TypeSignal:
-		if room == "" {
-			return protoErr(protocol.CodeNotJoined, "join a room first")
-		}
-		in, err := h.bus.Contains(ctx, room, m.To)
-		if err != nil {
-			return h.unavailable(err)
-		}
-		if m.To == s.peer || !in {
-			return protoErr(protocol.CodeUnknownPeer, "no peer %q in room %q", truncate(m.To, 64), room)
-		}
-		if err := h.bus.Send(ctx, room, []string{m.To}, relayFrame(protocol.TypeSignal, s.peer, m.Data)); err != nil {
-			return h.unavailable(err)
-		}
-	case protocol.TypeBroadcast:
-		if room == "" {
-			return protoErr(protocol.CodeNotJoined, "join a room first")
-		}
-		members, err := h.bus.Members(ctx, room)
-		if err != nil {
-			return h.unavailable(err)
-		}
-		if err := h.bus.Send(ctx, room, peerIDs(others(members, s.peer)), relayFrame(protocol.TypeBroadcast, s.peer, m.Data)); err != nil {
-			return h.unavailable(err)
-		}
-	case protocol.TypeLeave:
-		if room == "" {
-			return protoErr(protocol.CodeNotJoined, "not in a room")
-		}
-		s.mu.Lock()
-		s.room, s.meta = "", nil
-		s.mu.Unlock()
-		h.reply(s, encode(protocol.Reply{Type: protocol.TypeLeft, Re: m.ID}))
-		h.leaveRoom(s.peer, room, protocol.ReasonLeft)
-	}
-	return nil
-}
-
-func (h *Hub) join(ctx context.Context, s *session, room string, m protocol.Message) *protocolError {
-	switch {
-	case room != "":
-		return protoErr(protocol.CodeAlreadyJoined, "already in room %q; leave first", room)
-	case s.id.Room != "" && s.id.Room != m.Room:
-		return protoErr(protocol.CodeForbidden, "this token only allows room %q", s.id.Room)
-	}
-	h.mu.Lock()
-	draining := h.draining
-	h.mu.Unlock()
-	if draining {
-		return protoErr(protocol.CodeUnavailable, "this node is shutting down; reconnect to join")
-	}
-	peersBefore, err := h.bus.Join(ctx, m.Room, protocol.Member{Peer: s.peer, Meta: m.Meta}, h.cfg.MaxRoomSize)
-	if errors.Is(err, ErrRoomFull) {
-		return protoErr(protocol.CodeRoomFull, "room %q has %d peers, the most it takes", m.Room, h.cfg.MaxRoomSize)
-	}
-	if err != nil {
-		return h.unavailable(err)
-	}
-	s.mu.Lock()
-	s.room, s.meta = m.Room, m.Meta
-	s.mu.Unlock()
-	h.reply(s, encode(protocol.Joined{Type: protocol.TypeJoined, Room: m.Room, Peers: peersBefore, Re: m.ID}))
-	f := encode(protocol.PeerJoined{Type: protocol.TypePeerJoined, Room: m.Room, Peer: s.peer, Meta: m.Meta})
-	if err := h.bus.Send(ctx, m.Room, peerIDs(peersBefore), f); err != nil {
-		h.log.Warn("signaling: send", "err", err)
-	}
-	return nil
-}
-
-func (h *Hub) unavailable(err error) *protocolError {
-	h.log.Warn("signaling: bus unavailable", "err", err)
-	return protoErr(protocol.CodeUnavailable, "rooms are unavailable right now; try again")
 }

@@ -1,8 +1,9 @@
 package signaling
 
 import (
-	"github.com/icebox-rtc/icebox/signaling/protocol"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/icebox-rtc/icebox/signaling/protocol"
 )
 
 // metrics are the icebox_signaling_* series. Labels are bounded sets: message types, error
@@ -83,4 +84,44 @@ func messageLabel(typ string, perr *protocolError) string {
 		}
 	}
 	return "invalid"
+}
+
+// busMetrics are the icebox_signaling_bus_* series of a NodeBus.
+type busMetrics struct {
+	published prometheus.Counter
+	received  prometheus.Counter
+	errors    *prometheus.CounterVec
+	handovers *prometheus.CounterVec
+}
+
+func newBusMetrics(reg prometheus.Registerer, up func() bool) busMetrics {
+	m := busMetrics{
+		published: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "icebox_signaling_bus_published_total",
+			Help: "Messages this node published to other nodes through Redis.",
+		}),
+		received: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "icebox_signaling_bus_received_total",
+			Help: "Messages this node received from other nodes through Redis.",
+		}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "icebox_signaling_bus_errors_total",
+			Help: "Failed Redis operations, by operation (join, leave, members, contains, publish, session, move, heartbeat, reap, resync, message).",
+		}, []string{"op"}),
+		handovers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "icebox_signaling_bus_handovers_total",
+			Help: "Sessions resumed from another node, by result (handed_over, adopted: from a dead node, unknown, timeout).",
+		}, []string{"result"}),
+	}
+	reg.MustRegister(m.published, m.received, m.errors, m.handovers,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "icebox_signaling_bus_up",
+			Help: "1 while Redis answers this node's heartbeats, 0 while it is lost.",
+		}, func() float64 {
+			if up() {
+				return 1
+			}
+			return 0
+		}))
+	return m
 }

@@ -3,6 +3,8 @@ package signaling_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
 	"strings"
 	"testing"
 
@@ -285,5 +287,66 @@ func TestFlood(t *testing.T) {
 	}
 	if pongs < 10 || limited == 0 {
 		t.Errorf("got %d pongs and %d rate-limited errors, want the burst answered and then rate-limited", pongs, limited)
+	}
+}
+
+// TestFloodKeepsQueuedReplies: a client closed with 1008 for flooding still gets everything
+// queued for it before the close, in order, even when it had stopped reading for a while and
+// its side of the connection ended meanwhile.
+func TestFloodKeepsQueuedReplies(t *testing.T) {
+	s := start(t, serverOptions{config: func(c *signalingConfig) { c.RateLimit, c.MaxQueuedBytes = 10, 16<<20 }}) // burst 20
+	flooder, _ := rawDial(t, s, "", nil)
+	if err := flooder.WriteJSON(map[string]any{"type": "join", "room": "r"}); err != nil {
+		t.Fatal(err)
+	}
+	// More than the sockets' buffers hold, from senders that each stay within the burst, and
+	// fewer messages than a mailbox holds: the server still writes when the flood starts.
+	const senders, each = 10, 15
+	blob := strings.Repeat("x", 60<<10)
+	for range senders {
+		c, _ := join(t, s, "r", nil)
+		for i := range each {
+			if err := c.Broadcast(map[string]any{"i": i, "blob": blob}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := c.Ping(ctx(t)); err != nil { // its broadcasts are in the flooder's mailbox
+			t.Fatal(err)
+		}
+	}
+	for range 60 { // past the burst, and past the strikes: closed with 1008
+		if err := flooder.WriteMessage(websocket.TextMessage, []byte(`{"type":"ping"}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The flooder's side ends (a half close): the server reads no more, and must still write.
+	if err := flooder.NetConn().(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	var want float64 = 1
+	count := map[string]int{}
+	_ = flooder.SetReadDeadline(timeAfter(30))
+	for {
+		_, frame, err := flooder.ReadMessage()
+		if err != nil {
+			var ce *websocket.CloseError
+			if !asCloseError(err, &ce) || ce.Code != websocket.ClosePolicyViolation {
+				t.Fatalf("after %v messages (%v) the connection ended with %v, want close 1008", want-1, count, err)
+			}
+			break
+		}
+		var m map[string]any
+		if err := json.Unmarshal(frame, &m); err != nil {
+			t.Fatal(err)
+		}
+		if m["seq"] != want {
+			t.Fatalf("got seq %v, want %v: a message queued before the close was lost", m["seq"], want)
+		}
+		count[fmt.Sprint(m["type"], m["code"])]++
+		want++
+	}
+	if count["broadcast<nil>"] != senders*each || count["pong<nil>"] < 20 || count["errorrate-limited"] < 11 {
+		t.Errorf("got %v, want %d broadcasts, the burst's 20 pongs and at least 11 rate-limited errors before the close",
+			count, senders*each)
 	}
 }

@@ -2,6 +2,8 @@ package signaling
 
 import (
 	"fmt"
+	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/icebox-rtc/icebox/credentials"
@@ -27,7 +29,8 @@ func frames(s *session, c *conn) []string {
 }
 
 func TestMailbox(t *testing.T) {
-	s := newSession("p", "t", credentials.Identity{})
+	var total atomic.Int64
+	s := newSession("p", "t", credentials.Identity{}, 0, &total)
 	c1 := quietConn()
 	s.conn = c1
 	for i := range 3 {
@@ -70,13 +73,14 @@ func TestMailbox(t *testing.T) {
 }
 
 func TestMailboxBounds(t *testing.T) {
-	s := newSession("p", "t", credentials.Identity{})
+	var total atomic.Int64
+	s := newSession("p", "t", credentials.Identity{}, 0, &total)
 	for i := range maxUnsent {
-		if !s.push([]byte(fmt.Sprint(i))) {
+		if s.push([]byte(fmt.Sprint(i))) != pushed {
 			t.Fatalf("push %d refused", i)
 		}
 	}
-	if s.push([]byte("one too many")) {
+	if s.push([]byte("one too many")) != full {
 		t.Fatalf("push beyond maxUnsent accepted")
 	}
 	// Written frames are kept up to maxUnacked, then forgotten oldest first.
@@ -89,5 +93,47 @@ func TestMailboxBounds(t *testing.T) {
 	}
 	if len(s.queue) != maxUnacked {
 		t.Errorf("kept %d written frames, want %d", len(s.queue), maxUnacked)
+	}
+}
+
+// TestMailboxByteBudget: a mailbox holds at most its budget of bytes: written frames kept for a
+// replay make room first; unsent frames past it mean the client reads too slowly. The node's
+// total follows every byte in and out.
+func TestMailboxByteBudget(t *testing.T) {
+	var total atomic.Int64
+	s := newSession("p", "t", credentials.Identity{}, 1000, &total)
+	c := quietConn()
+	s.conn = c
+	blob := func(b byte) []byte { return []byte(strings.Repeat(string(b), 300)) }
+	for _, b := range []byte("abc") {
+		if s.push(blob(b)) != pushed {
+			t.Fatalf("push %c refused", b)
+		}
+	}
+	if got := total.Load(); got != 900 {
+		t.Fatalf("node total: got %d, want 900", got)
+	}
+	frames(s, c) // written, not acknowledged: kept for a replay
+	if s.push(blob('d')) != pushed || s.push(blob('e')) != pushed {
+		t.Fatalf("pushes that fit once written frames are forgotten were refused")
+	}
+	if s.bytes > 1000 || len(s.queue) != 3 || s.queue[0].seq != 3 {
+		t.Fatalf("after making room: %d bytes in %d frames from seq %d, want at most 1000 bytes in 3 frames from seq 3",
+			s.bytes, len(s.queue), s.queue[0].seq)
+	}
+	if s.push(blob('f')) != pushed {
+		t.Fatalf("push f refused")
+	}
+	if s.push(blob('g')) != full {
+		t.Fatalf("unsent frames past the budget: accepted, want the session to end")
+	}
+	if got := total.Load(); got != int64(s.bytes) {
+		t.Errorf("node total %d, mailbox %d bytes: they differ", got, s.bytes)
+	}
+	s.mu.Lock()
+	s.empty()
+	s.mu.Unlock()
+	if got := total.Load(); got != 0 {
+		t.Errorf("node total after the session ended: got %d, want 0", got)
 	}
 }

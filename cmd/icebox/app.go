@@ -132,23 +132,27 @@ func newApp(cfg Config, comp compiled, log *slog.Logger, info buildInfo) (a *app
 	a.drainers = append(a.drainers, a.creds)
 
 	var bus signaling.Bus
+	var sessions signaling.SessionStore
 	if cfg.Signaling.RedisURL != "" {
 		rb, err := signaling.NewRedisBus(context.Background(), signaling.RedisOptions{
-			URL:         cfg.Signaling.RedisURL,
-			ResumeGrace: cfg.Signaling.ResumeGrace,
-			Logger:      log.With("component", "signaling"),
-			Registry:    a.registry,
+			URL: cfg.Signaling.RedisURL,
+			NodeOptions: signaling.NodeOptions{
+				ResumeGrace: cfg.Signaling.ResumeGrace,
+				Logger:      log.With("component", "signaling"),
+				Registry:    a.registry,
+			},
 		})
 		if err != nil {
 			return a, err
 		}
-		bus = rb
+		bus, sessions = rb, rb
 		// Before signaling in the list: it shuts down after the hub, which may still hand
 		// sessions to other nodes while its clients move there.
 		a.components = append(a.components, namedComponent{"redis", &busComponent{rb, make(chan struct{})}})
 	}
 	if a.hub, err = signaling.New(cfg.Signaling, signaling.Options{
 		Bus:       bus,
+		Sessions:  sessions,
 		Auth:      a.auth,
 		Origins:   comp.origins,
 		Proxies:   proxies,
@@ -359,7 +363,7 @@ func (a *app) run(ctx context.Context) error {
 
 // busComponent runs the Redis bus as a component of the lifecycle.
 type busComponent struct {
-	bus  *signaling.RedisBus
+	bus  *signaling.NodeBus
 	done chan struct{}
 }
 

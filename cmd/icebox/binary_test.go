@@ -13,6 +13,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/icebox-rtc/icebox/stunturn/turntest"
 )
@@ -118,16 +119,25 @@ func (p *proc) output() string {
 	return p.raw.String()
 }
 
-// waitLog returns the first log line with msg, or fails if the process ends first.
+// waitLog returns the first log line with msg, or fails if the process ends first or nothing
+// comes within a minute.
 func (p *proc) waitLog(t *testing.T, msg string) map[string]any {
 	t.Helper()
-	for m := range p.lines {
-		if m["msg"] == msg {
-			return m
+	deadline := time.NewTimer(time.Minute)
+	defer deadline.Stop()
+	for {
+		select {
+		case m, ok := <-p.lines:
+			if !ok {
+				t.Fatalf("icebox ended before logging %q: %v", msg, p.err)
+			}
+			if m["msg"] == msg {
+				return m
+			}
+		case <-deadline.C:
+			t.Fatalf("icebox did not log %q within a minute", msg)
 		}
 	}
-	t.Fatalf("icebox ended before logging %q: %v", msg, p.err)
-	return nil
 }
 
 // exitCode waits for the process and returns its exit code (-1 when a signal ended it).

@@ -81,9 +81,10 @@ func get(t *testing.T, c *http.Client, url string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
-// waitStatus polls url until it answers want; the test's own deadline bounds it.
+// waitStatus polls url until it answers want, for at most 30 seconds.
 func waitStatus(t *testing.T, c *http.Client, url string, want int) string {
 	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		resp, err := c.Get(url)
 		if err == nil {
@@ -92,6 +93,9 @@ func waitStatus(t *testing.T, c *http.Client, url string, want int) string {
 			if resp.StatusCode == want {
 				return string(body)
 			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not answer %d within 30s (last: %v)", url, want, err)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

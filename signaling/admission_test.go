@@ -10,6 +10,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/icebox-rtc/icebox/credentials"
+	"github.com/icebox-rtc/icebox/signaling"
 	"github.com/icebox-rtc/icebox/signaling/sigclient"
 )
 
@@ -101,27 +102,37 @@ func TestJWTRoomClaim(t *testing.T) {
 	}
 }
 
+// TestMaxConnsPerIP: max_conns_per_ip counts the sessions of a client, connected or waiting
+// for a resume: a dropped connection keeps its slot for resume_grace (its resume takes no new
+// one), and the slot comes back when the grace ends.
 func TestMaxConnsPerIP(t *testing.T) {
-	s := start(t, serverOptions{config: func(c *signalingConfig) { c.MaxConnsPerIP = 2 }})
+	clock := signaling.NewFakeClock()
+	const grace = time.Minute
+	s := start(t, serverOptions{clock: clock, config: func(c *signalingConfig) { c.MaxConnsPerIP, c.ResumeGrace = 2, grace }})
 	a := dial(t, s, sigclient.Options{})
 	dial(t, s, sigclient.Options{})
 	if _, err := sigclient.Dial(ctx(t), s.URL, sigclient.Options{}); !isCode(err, "rate-limited") {
 		t.Fatalf("third connection from one address: got %v, want 429", err)
 	}
-	_ = a.Close()
-	// The slot comes back once the server has seen the close.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	_ = a.Close() // a drop: the session waits for a resume
+	clock.WaitPending(t, grace, 1)
+	if _, err := sigclient.Dial(ctx(t), s.URL, sigclient.Options{}); !isCode(err, "rate-limited") {
+		t.Fatalf("a new session while another waits for its resume: got %v, want 429", err)
+	}
+	a2 := dial(t, s, sigclient.Options{Resume: a.Welcome().Resume, Last: a.LastSeq()})
+	if !a2.Welcome().Resumed {
+		t.Fatalf("the resume at the limit: got %s, want resumed", a2.Welcome().Raw)
+	}
+	_ = a2.Close()
+	clock.WaitPending(t, grace, 1)
+	clock.Advance(grace) // the session ends: its slot comes back
+	waitFor(t, "a new connection is accepted", func() bool {
 		c, err := sigclient.Dial(ctx(t), s.URL, sigclient.Options{})
 		if err == nil {
 			_ = c.Close()
-			break
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after a close: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err == nil
+	})
 }
 
 // TestMaxConnsPerIPv6Client: max_conns_per_ip counts a client as every other per-IP limit does:

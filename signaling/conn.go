@@ -2,8 +2,8 @@ package signaling
 
 import (
 	"errors"
-	"github.com/icebox-rtc/icebox/signaling/protocol"
 	"io"
+	"math"
 	"net"
 	"strconv"
 	"sync"
@@ -13,7 +13,7 @@ import (
 	"github.com/gorilla/websocket"
 	"golang.org/x/time/rate"
 
-	"github.com/icebox-rtc/icebox/httpapi"
+	"github.com/icebox-rtc/icebox/signaling/protocol"
 )
 
 // writeTimeout bounds one write: a client that does not read for this long is dropped.
@@ -27,7 +27,6 @@ const writeTimeout = 10 * time.Second
 type conn struct {
 	ws *websocket.Conn
 	h  *Hub
-	ip httpapi.Client
 	s  *session // set before start
 
 	limit   *rate.Limiter // signaling.rate_limit
@@ -35,28 +34,30 @@ type conn struct {
 
 	wmu      sync.Mutex  // serialises writes
 	flushing atomic.Bool // a flush goroutine is running
-	ping     *time.Timer
+	ping     Timer
 
 	closeOnce  sync.Once
 	closing    chan struct{}
 	closeCode  int
 	closeText  string
 	closeFrame []byte // written just before the close frame (bye)
+	closeSeq   uint64 // the last frame queued when the close began: the closer writes up to it
 	dropReason string
 
 	readerDone chan struct{}  // the reader stopped reading
+	running    atomic.Int32   // the reader and the closer: the last to end reports the drop
 	done       sync.WaitGroup // the reader and the closer
 }
 
-func newConn(h *Hub, ws *websocket.Conn, ip httpapi.Client) *conn {
-	c := &conn{ws: ws, h: h, ip: ip, closing: make(chan struct{}), readerDone: make(chan struct{})}
+func newConn(h *Hub, ws *websocket.Conn) *conn {
+	c := &conn{ws: ws, h: h, closing: make(chan struct{}), readerDone: make(chan struct{})}
 	if r := h.cfg.RateLimit; r > 0 {
 		c.limit = rate.NewLimiter(rate.Limit(r), max(int(2*r), 1))
 	}
 	// Ten rate-limited messages at once, then one a second, are tolerated; past that the client
 	// is not slowing down and is closed.
 	c.strikes = rate.NewLimiter(1, 10)
-	c.ping = time.AfterFunc(h.cfg.PingInterval, c.sendPing) // waits for c.wmu: after the welcome
+	c.ping = h.clock.AfterFunc(h.cfg.PingInterval, c.sendPing) // waits for c.wmu: after the welcome
 	return c
 }
 
@@ -90,7 +91,7 @@ func (c *conn) kick() {
 func (c *conn) flush() {
 	for {
 		c.wmu.Lock()
-		ok := c.writeAll(time.Time{})
+		ok := c.writeAll(time.Time{}, math.MaxUint64)
 		c.wmu.Unlock()
 		if !ok {
 			c.flushing.Store(false)
@@ -106,9 +107,9 @@ func (c *conn) flush() {
 	}
 }
 
-// writeAll writes the mailbox's frames for c, each by deadline (zero: writeTimeout from
-// now); c.wmu is held. False means a write failed.
-func (c *conn) writeAll(deadline time.Time) bool {
+// writeAll writes the mailbox's frames for c up to seq upTo, each by deadline (zero:
+// writeTimeout from now); c.wmu is held. False means a write failed.
+func (c *conn) writeAll(deadline time.Time, upTo uint64) bool {
 	for {
 		select {
 		case <-c.closing:
@@ -118,7 +119,7 @@ func (c *conn) writeAll(deadline time.Time) bool {
 		default:
 		}
 		f, ok := c.s.next(c)
-		if !ok {
+		if !ok || f.seq > upTo {
 			return true
 		}
 		d := deadline
@@ -155,43 +156,62 @@ func (c *conn) sendPing() {
 	c.ping.Reset(c.h.cfg.PingInterval)
 }
 
-// close ends the connection: the first call starts the closer, which writes what is due
-// (within a second), final (bye) when set, and a close frame with code, then waits for the
-// client's close before cutting TCP. reason is the drop reason for metrics.
+// closeWait bounds the closing handshake: how long the closer waits for the client's close
+// frame before it cuts TCP.
+const closeWait = 2 * time.Second
+
+// close ends the connection: the first call starts the closer, which writes everything
+// queued until now (within writeTimeout), final (bye) when set, and a close frame with code,
+// then waits for the client's close before cutting TCP. The reader handles nothing more.
+// reason is the drop reason for metrics.
 func (c *conn) close(code int, text string, final []byte, reason string) {
 	c.closeOnce.Do(func() {
 		c.closeCode, c.closeText, c.closeFrame, c.dropReason = code, text, final, reason
+		if c.s != nil {
+			c.closeSeq = c.s.lastQueued()
+		}
 		close(c.closing)
 		go c.closer()
 	})
 }
 
 func (c *conn) closer() {
-	defer c.done.Done()
+	defer c.ended()
 	c.ping.Stop()
-	deadline := time.Now().Add(time.Second)
+	deadline := time.Now().Add(writeTimeout)
 	c.wmu.Lock()
-	if c.writeAll(deadline) && c.closeFrame != nil {
+	if c.writeAll(deadline, c.closeSeq) && c.closeFrame != nil {
 		_ = c.ws.SetWriteDeadline(deadline)
 		_ = c.ws.WriteMessage(websocket.TextMessage, c.closeFrame)
 	}
-	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(c.closeCode, c.closeText), deadline)
+	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(c.closeCode, c.closeText), time.Now().Add(time.Second))
 	c.wmu.Unlock()
-	// The closing handshake: wait for the client's close before cutting TCP, or it may get a
-	// reset instead of the close frame.
+	// The closing handshake: wait for the client's close (the reader reads, and drops, what
+	// comes until then) before cutting TCP, or it may get a reset instead of the close frame.
+	t := time.NewTimer(closeWait)
+	defer t.Stop()
 	select {
 	case <-c.readerDone:
-	case <-time.After(time.Second):
+	case <-t.C:
 	}
 	_ = c.ws.Close() // ends the reader too
+}
+
+// ended is called by the reader and the closer as they end; the last one reports the drop,
+// so that the session keeps this connection until everything queued before the close is
+// written.
+func (c *conn) ended() {
+	if c.running.Add(-1) == 0 {
+		c.h.dropped(c)
+	}
+	c.done.Done()
 }
 
 // readBufs hold frames while they are decoded: the decoded message copies what it keeps.
 var readBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
 func (c *conn) readLoop() {
-	defer c.done.Done()
-	defer func() { c.h.dropped(c) }()
+	defer c.ended()
 	timeout := c.h.cfg.PongTimeout
 	_ = c.ws.SetReadDeadline(time.Now().Add(timeout))
 	c.ws.SetPongHandler(func(data string) error {
@@ -217,7 +237,11 @@ func (c *conn) readLoop() {
 			return
 		}
 		_ = c.ws.SetReadDeadline(time.Now().Add(timeout))
-		c.dispatch(kind, frame)
+		select {
+		case <-c.closing: // closing: nothing more is handled or answered
+		default:
+			c.dispatch(kind, frame)
+		}
 		if cap(frame) <= 64<<10 {
 			*bp = frame[:0]
 			readBufs.Put(bp)

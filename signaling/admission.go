@@ -11,10 +11,10 @@ import (
 	"github.com/icebox-rtc/icebox/httpapi"
 )
 
-// ServeHTTP is /ws: it checks the origin (403), the token (401), the drain (503), the
-// connections of the client IP and its credential rate (429), all as JSON errors before any
-// upgrade, then upgrades and sends the welcome. ?resume=TOKEN resumes a session; ?last=SEQ says which of its frames the
-// client already has.
+// ServeHTTP is /ws, the admission of connections: it checks the origin (403), the token
+// (401), the drain (503), the sessions of the client (max_conns_per_ip) and its credential
+// rate (429), all as JSON errors before any upgrade, then upgrades and sends the welcome.
+// ?resume=TOKEN resumes a session; ?last=SEQ says which of its frames the client already has.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	refuse := func(status int, code, msg string, retry time.Duration) {
 		h.metrics.refused.WithLabelValues(code).Inc()
@@ -37,9 +37,12 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	resume := q.Get("resume")
 	last, lastErr := strconv.ParseUint(q.Get("last"), 10, 64)
-	ip := h.proxies.Client(r)
+	client := h.proxies.Client(r)
 
 	h.mu.Lock()
+	// A resume of a session this client already holds takes no new slot.
+	s := h.tokens[resume]
+	reserve := s == nil || s.client != client
 	switch {
 	case h.closed:
 		h.mu.Unlock()
@@ -49,22 +52,25 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.mu.Unlock()
 		refuse(http.StatusServiceUnavailable, httpapi.CodeUnavailable, "this node is shutting down; try another", 5*time.Second)
 		return
-	case h.cfg.MaxConnsPerIP > 0 && h.perIP[ip] >= h.cfg.MaxConnsPerIP:
+	case reserve && h.cfg.MaxConnsPerIP > 0 && h.clients[client] >= h.cfg.MaxConnsPerIP:
 		h.mu.Unlock()
-		refuse(http.StatusTooManyRequests, httpapi.CodeRateLimited, "too many connections from this address (signaling.max_conns_per_ip)", 10*time.Second)
+		refuse(http.StatusTooManyRequests, httpapi.CodeRateLimited,
+			"too many sessions from this address, connected or waiting for a resume (signaling.max_conns_per_ip)", 10*time.Second)
 		return
 	}
-	h.perIP[ip]++ // held from here, released by dropped or below
+	if reserve {
+		h.clients[client]++ // the session's from here, or released below
+	}
 	h.mu.Unlock()
 	release := func() {
-		h.mu.Lock()
-		if h.perIP[ip]--; h.perIP[ip] <= 0 {
-			delete(h.perIP, ip)
+		if reserve {
+			h.mu.Lock()
+			h.release(client)
+			h.mu.Unlock()
 		}
-		h.mu.Unlock()
 	}
 	if h.mint != nil {
-		if ok, wait := h.mint(ip); !ok {
+		if ok, wait := h.mint(client); !ok {
 			release()
 			refuse(http.StatusTooManyRequests, httpapi.CodeRateLimited,
 				"too many connections a second from this address: each welcome carries a TURN credential (http.rate_limit)", wait)
@@ -78,9 +84,9 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(int64(h.cfg.MaxMessageBytes))
-	c := newConn(h, ws, ip)
+	c := newConn(h, ws)
 	c.wmu.Lock() // nothing from the mailbox before the welcome
-	s, hello, err := h.open(c, id, resume, last, lastErr == nil)
+	s, hello, err := h.open(opening{c: c, id: id, client: client, reserved: reserve, resume: resume, last: last, hasLast: lastErr == nil})
 	if err != nil {
 		c.wmu.Unlock()
 		c.ping.Stop()
@@ -91,15 +97,15 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	c.s = s
 	h.mu.Lock()
-	if h.closed { // Shutdown ran meanwhile
+	if h.closed { // Shutdown ran meanwhile (and ended the session)
 		h.mu.Unlock()
 		c.wmu.Unlock()
 		c.ping.Stop()
-		release()
 		_ = ws.Close()
 		return
 	}
 	c.done.Add(2) // the reader and the closer, before Shutdown can see c
+	c.running.Store(2)
 	h.conns[c] = struct{}{}
 	h.mu.Unlock()
 	h.metrics.connects.Inc()
