@@ -77,9 +77,10 @@ func (h *Hub) handle(s *session, m protocol.Message) *protocolError {
 		s.mu.Lock()
 		s.room, s.meta = "", nil
 		s.mu.Unlock()
-		h.reply(s, encode(protocol.Reply{Type: protocol.TypeLeft, Re: m.ID}))
 		// A failed leave is the bus's to finish once it can, and to tell the room then.
 		_ = h.bus.Leave(ctx, room, s.peer, protocol.ReasonLeft)
+		// After the leave: what the room told the peer before comes before left.
+		h.reply(s, encode(protocol.Reply{Type: protocol.TypeLeft, Re: m.ID}))
 	}
 	return nil
 }

@@ -185,15 +185,28 @@ func expect(t *testing.T, c *sigclient.Client, typ string) sigclient.Message {
 	return m
 }
 
-// quiet checks that nothing arrives for a moment.
-func quiet(t *testing.T, c *sigclient.Client) {
+// quiet checks that nothing arrived for c that the test did not expect: every message the
+// server sent it before a pong (and, for each of from, before a marker signal from that peer:
+// a peer on another node) would come first.
+func quiet(t *testing.T, c *sigclient.Client, from ...*sigclient.Client) {
 	t.Helper()
+	for _, f := range from {
+		if err := f.Signal(c.Welcome().Peer, "quiet-marker"); err != nil {
+			t.Fatal(err)
+		}
+		if m := next(t, c); m.Type != "signal" || m.From != f.Welcome().Peer || string(m.Data) != `"quiet-marker"` {
+			t.Fatalf("unexpected message %s", m.Raw)
+		}
+	}
+	if err := c.Ping(ctx(t)); err != nil {
+		t.Fatalf("ping: %v", err)
+	}
 	select {
 	case m, ok := <-c.Messages():
 		if ok {
 			t.Errorf("unexpected message %s", m.Raw)
 		}
-	case <-time.After(200 * time.Millisecond):
+	default:
 	}
 }
 
