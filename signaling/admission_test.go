@@ -105,6 +105,57 @@ func TestJWTRoomClaim(t *testing.T) {
 // TestMaxConnsPerIP: max_conns_per_ip counts the sessions of a client, connected or waiting
 // for a resume: a dropped connection keeps its slot for resume_grace (its resume takes no new
 // one), and the slot comes back when the grace ends.
+// TestResumeAppliesClaims: a resume takes on the claims of the token it presents. A session
+// opened with an unrestricted token and resumed with one limited to room blue may join blue
+// only; a session in a room the new token does not allow is not resumed (it ends, and its room
+// hears peer-left); a token of another user resumes nothing.
+func TestResumeAppliesClaims(t *testing.T) {
+	s := start(t, serverOptions{auth: credentials.AuthConfig{Mode: "jwt", JWTSecret: jwtSecret}})
+	token := func(claims jwt.MapClaims) string {
+		claims["exp"] = time.Now().Add(time.Hour).Unix()
+		return signJWT(t, claims)
+	}
+	anyRoom, blueOnly := token(jwt.MapClaims{"sub": "alice"}), token(jwt.MapClaims{"sub": "alice", "room": "blue"})
+
+	c := dial(t, s, sigclient.Options{Token: anyRoom})
+	_ = c.Close()
+	c2 := dial(t, s, sigclient.Options{Token: blueOnly, Resume: c.Welcome().Resume})
+	if !c2.Welcome().Resumed {
+		t.Fatalf("resume with a narrower token of the same user: got %s, want resumed", c2.Welcome().Raw)
+	}
+	if _, err := c2.Join(ctx(t), "red", nil); !isCode(err, "forbidden") {
+		t.Errorf("join red after resuming with a blue-only token: got %v, want forbidden", err)
+	}
+	if _, err := c2.Join(ctx(t), "blue", nil); err != nil {
+		t.Errorf("join blue: %v", err)
+	}
+
+	observer := dial(t, s, sigclient.Options{Token: token(jwt.MapClaims{"sub": "bob"})})
+	if _, err := observer.Join(ctx(t), "red", nil); err != nil {
+		t.Fatal(err)
+	}
+	c3 := dial(t, s, sigclient.Options{Token: anyRoom})
+	if _, err := c3.Join(ctx(t), "red", nil); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, observer, "peer-joined")
+	_ = c3.Close()
+	c4 := dial(t, s, sigclient.Options{Token: blueOnly, Resume: c3.Welcome().Resume})
+	if c4.Welcome().Resumed || c4.Welcome().Peer == c3.Welcome().Peer {
+		t.Errorf("a session in red resumed with a blue-only token: %s", c4.Welcome().Raw)
+	}
+	if m := expect(t, observer, "peer-left"); m.Peer != c3.Welcome().Peer {
+		t.Errorf("got %s, want the session that could not resume to leave red", m.Raw)
+	}
+
+	c5 := dial(t, s, sigclient.Options{Token: anyRoom})
+	_ = c5.Close()
+	other := dial(t, s, sigclient.Options{Token: token(jwt.MapClaims{"sub": "mallory"}), Resume: c5.Welcome().Resume})
+	if other.Welcome().Resumed {
+		t.Errorf("another user resumed the session")
+	}
+}
+
 func TestMaxConnsPerIP(t *testing.T) {
 	clock := signaling.NewFakeClock()
 	const grace = time.Minute

@@ -46,7 +46,7 @@ func newMetrics(reg prometheus.Registerer, h *Hub) *metrics {
 		}, []string{"result"}),
 		sessionsEnded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_signaling_sessions_ended_total",
-			Help: "Sessions ended without a leave, by reason (grace_expired, mailbox_full, moved: resumed on another node).",
+			Help: "Sessions ended without a leave, by reason (grace_expired, mailbox_full: a slow reader past max_queued_bytes or 256 messages, memory: past max_queued_bytes_total, forbidden: resumed with a token that keeps it out of its room, moved: resumed on another node).",
 		}, []string{"reason"}),
 	}
 	reg.MustRegister(m.connects, m.messages, m.errors, m.drops, m.refused, m.resumes, m.sessionsEnded,
@@ -66,6 +66,10 @@ func newMetrics(reg prometheus.Registerer, h *Hub) *metrics {
 			defer h.mu.Unlock()
 			return float64(len(h.sessions))
 		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "icebox_signaling_queued_bytes",
+			Help: "Bytes of messages waiting in the sessions' mailboxes (unsent, or sent and not yet acknowledged).",
+		}, func() float64 { return float64(h.queued.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "icebox_signaling_rooms",
 			Help: "Rooms with at least one peer.",

@@ -2,11 +2,13 @@ package signaling_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 
+	"github.com/icebox-rtc/icebox/signaling"
 	"github.com/icebox-rtc/icebox/signaling/sigclient"
 )
 
@@ -129,15 +131,19 @@ func TestResumeReplacesOpenSocket(t *testing.T) {
 	quiet(t, a)
 }
 
-// TestGraceExpires: without a resume, the others get peer-left "disconnected" after the grace,
-// and the token no longer resumes.
+// TestGraceExpires: without a resume, the others get peer-left "disconnected" when the grace
+// ends, and the token no longer resumes.
 func TestGraceExpires(t *testing.T) {
-	s := start(t, serverOptions{config: func(c *signalingConfig) { c.ResumeGrace = 300 * time.Millisecond }})
+	clock := signaling.NewFakeClock()
+	s := start(t, serverOptions{clock: clock, config: func(c *signalingConfig) { c.ResumeGrace = time.Minute }})
 	a, _ := join(t, s, "r", nil)
 	b, _ := join(t, s, "r", nil)
 	expect(t, a, "peer-joined")
 	token := b.Welcome().Resume
 	_ = b.Close()
+	clock.WaitPending(t, time.Minute, 1) // the server saw the drop
+	quiet(t, a)                          // nothing yet
+	clock.Advance(time.Minute)
 	pl := expect(t, a, "peer-left")
 	if pl.Peer != b.Welcome().Peer || pl.Reason != "disconnected" {
 		t.Errorf("got %s, want peer-left disconnected", pl.Raw)
@@ -160,34 +166,30 @@ func TestResumeOutsideRoom(t *testing.T) {
 	}
 }
 
-// TestSlowReader: a client that stops reading is dropped, and the others in its room keep
-// receiving everything.
+// TestSlowReader: a client that stops reading is cut (1008) once what waits for it passes
+// signaling.max_queued_bytes, long before 256 messages; the others in its room get everything.
 func TestSlowReader(t *testing.T) {
-	s := start(t, serverOptions{})
+	s := start(t, serverOptions{config: func(c *signalingConfig) { c.MaxQueuedBytes = 1 << 20 }})
 	sender, _ := join(t, s, "r", nil)
 	reader, _ := join(t, s, "r", nil)
 	expect(t, sender, "peer-joined")
-	stalled, w := rawDial(t, s, "", nil) // never reads again after the join
+	stalled, w := rawDial(t, s, "", nil) // never reads again after the welcome
 	if err := stalled.WriteJSON(map[string]any{"type": "join", "room": "r"}); err != nil {
 		t.Fatal(err)
 	}
 	expect(t, sender, "peer-joined")
 	expect(t, reader, "peer-joined")
-
-	blob := make([]byte, 16<<10)
-	for i := range blob {
-		blob[i] = 'x'
-	}
-	const n = 1500 // ~24 MB toward the stalled client: more than its socket buffers and mailbox
+	const n = 100 // 6 MB: more than the sockets hold and the budget, fewer than 256 messages
+	blob := strings.Repeat("x", 60<<10)
 	go func() {
 		for i := range n {
-			if err := sender.Broadcast(map[string]any{"i": i, "blob": string(blob)}); err != nil {
+			if err := sender.Broadcast(map[string]any{"i": i, "blob": blob}); err != nil {
 				return
 			}
 		}
 	}()
 	stalledLeft := false
-	for i := 0; i < n; {
+	for i := 0; i < n || !stalledLeft; {
 		m := next(t, reader)
 		switch m.Type {
 		case "broadcast":
@@ -198,27 +200,49 @@ func TestSlowReader(t *testing.T) {
 			i++
 		case "peer-left":
 			if m.Peer != w["peer"] || m.Reason != "disconnected" {
-				t.Errorf("got %s", m.Raw)
+				t.Fatalf("got %s", m.Raw)
 			}
 			stalledLeft = true
 		default:
 			t.Fatalf("unexpected %s", m.Raw)
 		}
 	}
-	if !stalledLeft {
-		if m := expect(t, reader, "peer-left"); m.Peer != w["peer"] {
-			t.Errorf("got %s, want the stalled client to leave", m.Raw)
-		}
-	}
-	_ = stalled.SetReadDeadline(timeAfter(20))
-	for {
-		if _, _, err := stalled.ReadMessage(); err != nil {
-			break // its connection was closed
-		}
-	}
 	if got := counter(t, s, "icebox_signaling_sessions_ended_total", "reason", "mailbox_full"); got != 1 {
 		t.Errorf("sessions ended for a full mailbox: got %v, want 1", got)
 	}
+	if code := closeCode(t, stalled); code != websocket.ClosePolicyViolation {
+		t.Errorf("the slow reader: got close %d, want 1008", code)
+	}
+}
+
+// TestQueuedBytesTotal: past signaling.max_queued_bytes_total, the sessions with the most
+// unsent bytes are cut first, until the node is back under it.
+func TestQueuedBytesTotal(t *testing.T) {
+	const total = 3 << 20
+	s := start(t, serverOptions{config: func(c *signalingConfig) { c.MaxQueuedBytes, c.MaxQueuedBytesTotal = 8<<20, total }})
+	sender, _ := join(t, s, "r", nil)
+	for range 4 { // never read after their join
+		ws, _ := rawDial(t, s, "", nil)
+		if err := ws.WriteJSON(map[string]any{"type": "join", "room": "r"}); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, sender, "peer-joined")
+	}
+	blob := strings.Repeat("x", 60<<10)
+	for i := range 120 {
+		if err := sender.Broadcast(map[string]any{"i": i, "blob": blob}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sender.Ping(ctx(t)); err != nil { // every broadcast was queued
+		t.Fatal(err)
+	}
+	waitFor(t, "a slow reader is cut for the node's total", func() bool {
+		return counter(t, s, "icebox_signaling_sessions_ended_total", "reason", "memory") >= 1
+	})
+	waitFor(t, "the node is back under its total", func() bool {
+		return counter(t, s, "icebox_signaling_queued_bytes", "", "") <= total
+	})
 }
 
 func TestShutdownSaysBye(t *testing.T) {
