@@ -107,8 +107,8 @@ func (c *conn) flush() {
 	}
 }
 
-// writeAll writes the mailbox's frames for c up to seq upTo, each by deadline (zero:
-// writeTimeout from now); c.wmu is held. False means a write failed.
+// writeAll writes the mailbox's frames for c up to seq upTo, each within writeTimeout and
+// all by deadline (zero: none); c.wmu is held. False means a write failed.
 func (c *conn) writeAll(deadline time.Time, upTo uint64) bool {
 	for {
 		select {
@@ -122,9 +122,9 @@ func (c *conn) writeAll(deadline time.Time, upTo uint64) bool {
 		if !ok || f.seq > upTo {
 			return true
 		}
-		d := deadline
-		if d.IsZero() {
-			d = time.Now().Add(writeTimeout)
+		d := time.Now().Add(writeTimeout)
+		if !deadline.IsZero() && deadline.Before(d) {
+			d = deadline
 		}
 		if !c.writeSeq(f, d) {
 			return false
@@ -161,7 +161,7 @@ func (c *conn) sendPing() {
 const closeWait = 2 * time.Second
 
 // close ends the connection: the first call starts the closer, which writes everything
-// queued until now (within writeTimeout), final (bye) when set, and a close frame with code,
+// queued until now (within closeFlush), final (bye) when set, and a close frame with code,
 // then waits for the client's close before cutting TCP. The reader handles nothing more.
 // reason is the drop reason for metrics.
 func (c *conn) close(code int, text string, final []byte, reason string) {
@@ -175,13 +175,17 @@ func (c *conn) close(code int, text string, final []byte, reason string) {
 	})
 }
 
+// closeFlush bounds how long the closer writes what was queued before the close (each write
+// also by writeTimeout, as any write).
+const closeFlush = 3 * writeTimeout
+
 func (c *conn) closer() {
 	defer c.ended()
 	c.ping.Stop()
-	deadline := time.Now().Add(writeTimeout)
+	deadline := time.Now().Add(closeFlush)
 	c.wmu.Lock()
 	if c.writeAll(deadline, c.closeSeq) && c.closeFrame != nil {
-		_ = c.ws.SetWriteDeadline(deadline)
+		_ = c.ws.SetWriteDeadline(time.Now().Add(time.Second))
 		_ = c.ws.WriteMessage(websocket.TextMessage, c.closeFrame)
 	}
 	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(c.closeCode, c.closeText), time.Now().Add(time.Second))

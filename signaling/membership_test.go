@@ -121,7 +121,7 @@ func joinStorm(t *testing.T, nodes []*server, clients, rooms int) {
 				t.Errorf("join: %v", err)
 				return
 			}
-			_ = c.ws.SetReadDeadline(time.Now().Add(time.Minute))
+			_ = c.ws.SetReadDeadline(time.Now().Add(3 * time.Minute))
 			for {
 				_, frame, err := c.ws.ReadMessage()
 				if err != nil {
@@ -172,7 +172,7 @@ func joinStorm(t *testing.T, nodes []*server, clients, rooms int) {
 		}
 		return true, ""
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	why := ""
 	for ok := false; !ok; {
