@@ -187,7 +187,7 @@ func (t *transport) authHandler(username, _ string, src net.Addr) ([]byte, bool)
 
 	reason := authBadHMAC
 	if r != nil && r.username == username {
-		reason = t.refusal(r, held, time.Now())
+		reason = t.refusal(r, held, t.s.now())
 	}
 	if reason != "" {
 		t.s.metrics.authFailures.WithLabelValues(reason).Inc()

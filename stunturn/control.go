@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
-	"time"
 
 	"github.com/pion/stun/v3"
 )
@@ -50,7 +49,7 @@ func (t *transport) control(r *request, m *stun.Message) answer {
 	}
 	t.mu.Lock()
 	a := t.allocs[r.src]
-	if a == nil || t.refusal(r, a, time.Now()) != "" {
+	if a == nil || t.refusal(r, a, t.s.now()) != "" {
 		t.mu.Unlock()
 		return answer{}
 	}

@@ -43,6 +43,9 @@ type Options struct {
 	// MaxFiles is the file descriptor limit TURN's connections and relay sockets are budgeted
 	// against (fileBudget); 0 reads the process's RLIMIT_NOFILE.
 	MaxFiles int
+	// Now is the time credentials are checked against (their expiry, max_ttl); nil: the
+	// system clock. Tests move it to expire a credential without waiting.
+	Now func() time.Time
 }
 
 // Server is icebox's STUN/TURN relay: one pion/turn server per transport, sharing the relay
@@ -51,6 +54,7 @@ type Server struct {
 	log      *slog.Logger
 	secrets  *credentials.Secrets
 	maxTTL   time.Duration
+	now      func() time.Time
 	policy   *peerPolicy
 	relays   *relayAllocator
 	quota    *quotas
@@ -82,6 +86,7 @@ func New(c Config, o Options) (*Server, error) {
 		log:     o.Logger,
 		secrets: o.Secrets,
 		maxTTL:  o.MaxTTL,
+		now:     o.Now,
 		quota:   &quotas{limit: c.UserQuota, n: map[string]int{}},
 		files:   newFileBudget(o.MaxFiles),
 		metrics: newMetrics(o.Registry),
@@ -93,6 +98,9 @@ func New(c Config, o Options) (*Server, error) {
 
 		idleTimeout:      cmp.Or(o.IdleTimeout, defaultIdleTimeout),
 		handshakeTimeout: cmp.Or(o.HandshakeTimeout, defaultHandshakeTimeout),
+	}
+	if s.now == nil {
+		s.now = time.Now
 	}
 	s.policy = newPeerPolicy(c, &portSet{}, o.PublicIP)
 	s.relays = newRelayAllocator(c, o.PublicIP, s.policy, s.files, s.metrics, o.Logger)

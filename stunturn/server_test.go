@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -185,7 +186,12 @@ func TestPionClient(t *testing.T) {
 				if !bytes.Equal(buf[:n], msg) || from.String() != echo.String() {
 					t.Fatalf("packet %d: got %q from %v, want %q from %v", i, buf[:n], from, msg, echo)
 				}
-				time.Sleep(20 * time.Millisecond) // let the channel binding complete meanwhile
+				if i == 0 { // the rest go over the channel pion binds after the first packet
+					waitFor(t, "pion's client binds a channel", func() bool {
+						_, channels := srv.PermissionsAndChannels()
+						return channels > 0
+					})
+				}
 			}
 		})
 	}
@@ -415,10 +421,12 @@ func TestRelayPortRange(t *testing.T) {
 // allocation still refreshes, creates permissions, binds channels and relays; a new Allocate
 // with it is refused.
 func TestExpiredCredentialKeepsAllocation(t *testing.T) {
-	srv := turntest.Start(t, turntest.Options{Config: labConfig()})
+	var later atomic.Int64 // how far the server's clock is ahead of the real one
+	srv := turntest.Start(t, turntest.Options{Config: labConfig(),
+		Now: func() time.Time { return time.Now().Add(time.Duration(later.Load())) }})
 	echo1, _ := turntest.Echo(t)
 	echo2, _ := turntest.Echo(t)
-	cred := srv.Credential("gina", 3*time.Second)
+	cred := srv.Credential("gina", time.Hour)
 	for _, tr := range []string{"udp", "tcp"} {
 		c := turntest.Dial(t, tr, srv.Addr(tr), nil)
 		if _, err := c.Allocate(cred.Username, cred.Password); err != nil {
@@ -447,7 +455,7 @@ func TestExpiredCredentialKeepsAllocation(t *testing.T) {
 			recvPayload(t, c, "and here")
 		}(tr, c)
 	}
-	time.Sleep(time.Until(cred.Expires) + 200*time.Millisecond)
+	later.Store(int64(2 * time.Hour)) // the credential expired
 	if _, err := turntest.Dial(t, "udp", srv.UDP, nil).Allocate(cred.Username, cred.Password); !isErrorResponse(err) {
 		t.Fatalf("new Allocate with the expired credential: got %v, want an error response", err)
 	}
@@ -525,6 +533,16 @@ func metric(t *testing.T, reg *prometheus.Registry, name, label, value string) f
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// waitFor polls cond until it holds, or fails the test after 10 seconds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+	}
+}
 
 // waitMetric polls a metric until it reaches want or 5 seconds pass, and returns its value.
 func waitMetric(t *testing.T, reg *prometheus.Registry, name, label, value string, want float64) float64 {

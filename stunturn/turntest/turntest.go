@@ -56,6 +56,8 @@ type Options struct {
 	IdleTimeout, HandshakeTimeout time.Duration
 	// MaxFiles is the file descriptor limit the server budgets for (0: the process's).
 	MaxFiles int
+	// Now is the server's time for checking credentials (nil: the system clock).
+	Now func() time.Time
 }
 
 // Config is stunturn.DefaultConfig with every listener on 127.0.0.1:0 and relays on 127.0.0.1.
@@ -94,7 +96,7 @@ func Start(t testing.TB, o Options) *Server {
 	}
 	opts := stunturn.Options{Secrets: s.Secrets, MaxTTL: o.MaxTTL, PublicIP: o.PublicIP,
 		Logger: log, Registry: s.Registry, IdleTimeout: o.IdleTimeout, HandshakeTimeout: o.HandshakeTimeout,
-		MaxFiles: o.MaxFiles}
+		MaxFiles: o.MaxFiles, Now: o.Now}
 	var err error
 	if cfg.UDPListen != "" {
 		if opts.UDP, err = stunturn.ListenUDP(cfg.UDPListen, cfg.UDPSockets); err != nil {
