@@ -10,6 +10,7 @@ import (
 
 	"github.com/pion/stun/v3"
 
+	"github.com/icebox-rtc/icebox/stunturn/turnclient"
 	"github.com/icebox-rtc/icebox/stunturn/turntest"
 )
 
@@ -22,7 +23,7 @@ func publicPeers(from, n int) []stun.Setter {
 	peers := make([]stun.Setter, n)
 	for i := range peers {
 		k := from + i
-		peers[i] = turntest.PeerAddress{Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{93, 184, byte(k >> 8), byte(k)}), 443)}
+		peers[i] = turnclient.PeerAddress{Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{93, 184, byte(k >> 8), byte(k)}), 443)}
 	}
 	return peers
 }
@@ -53,7 +54,7 @@ func TestPermissionFlood(t *testing.T) {
 			if err := createPermission(publicPeers(0, 100)); errorCode(err) != stun.CodeInsufficientCapacity {
 				t.Fatalf("100 peers in one request: got %v, want 508", err)
 			}
-			denied := turntest.PeerAddress{Addr: netip.MustParseAddrPort("10.0.0.1:9")}
+			denied := turnclient.PeerAddress{Addr: netip.MustParseAddrPort("10.0.0.1:9")}
 			if err := createPermission(append(publicPeers(0, 10), denied)); errorCode(err) != stun.CodeForbidden {
 				t.Fatalf("10 peers and a denied one: got %v, want 403", err)
 			}
@@ -75,7 +76,7 @@ func TestPermissionFlood(t *testing.T) {
 			if err := createPermission(publicPeers(0, 64)); err != nil {
 				t.Errorf("refreshing held permissions at the limit: %v", err)
 			}
-			if err := c.ChannelBind(0x4000, turntest.PeerAddress{Addr: netip.MustParseAddrPort("93.185.0.1:443")}); errorCode(err) != stun.CodeInsufficientCapacity {
+			if err := c.ChannelBind(0x4000, turnclient.PeerAddress{Addr: netip.MustParseAddrPort("93.185.0.1:443")}); errorCode(err) != stun.CodeInsufficientCapacity {
 				t.Errorf("a channel to a new peer at the limit: got %v, want 508", err)
 			}
 			// The flood itself: every request refused, the count stays at the limit.
@@ -139,7 +140,7 @@ func TestChannelBindChecks(t *testing.T) {
 					t.Errorf("channel %#04x: got %v, want 400", n, err)
 				}
 			}
-			denied := turntest.PeerAddress{Addr: netip.MustParseAddrPort("169.254.169.254:80")}
+			denied := turnclient.PeerAddress{Addr: netip.MustParseAddrPort("169.254.169.254:80")}
 			if err := c.ChannelBind(0x4001, denied); errorCode(err) != stun.CodeForbidden {
 				t.Errorf("a channel to a denied peer: got %v, want 403", err)
 			}
@@ -154,11 +155,11 @@ func TestChannelBindChecks(t *testing.T) {
 				t.Fatal(err)
 			}
 			for i := 1; i < 64; i++ { // more channels to other ports of the peer: one permission
-				if err := c.ChannelBind(uint16(0x4000+i), turntest.PeerAddress{Addr: netip.AddrPortFrom(echo.AddrPort().Addr(), uint16(20000+i))}); err != nil {
+				if err := c.ChannelBind(uint16(0x4000+i), turnclient.PeerAddress{Addr: netip.AddrPortFrom(echo.AddrPort().Addr(), uint16(20000+i))}); err != nil {
 					t.Fatalf("channel %d: %v", i, err)
 				}
 			}
-			if err := c.ChannelBind(0x4FFF, turntest.PeerAddress{Addr: netip.AddrPortFrom(echo.AddrPort().Addr(), 30000)}); errorCode(err) != stun.CodeInsufficientCapacity {
+			if err := c.ChannelBind(0x4FFF, turnclient.PeerAddress{Addr: netip.AddrPortFrom(echo.AddrPort().Addr(), 30000)}); errorCode(err) != stun.CodeInsufficientCapacity {
 				t.Errorf("channel 65: got %v, want 508", err)
 			}
 			if err := c.ChannelBind(0x4000, peer(echo)); err != nil {
@@ -198,7 +199,7 @@ func TestChannelFloodBystanders(t *testing.T) {
 			echo, _ := turntest.Echo(t)
 
 			const bystanders, packets = 50, 100
-			clients := make([]*turntest.Client, bystanders)
+			clients := make([]*turnclient.Client, bystanders)
 			for i := range clients {
 				c := turntest.Dial(t, "udp", srv.UDP, nil)
 				cred := srv.Credential(fmt.Sprintf("bystander-%d", i), time.Hour)
@@ -222,7 +223,7 @@ func TestChannelFloodBystanders(t *testing.T) {
 					return
 				}
 				for i := range tc.bind {
-					err := a.ChannelBind(uint16(0x4000+i), turntest.PeerAddress{Addr: netip.AddrPortFrom(echo.AddrPort().Addr(), uint16(10000+i))})
+					err := a.ChannelBind(uint16(0x4000+i), turnclient.PeerAddress{Addr: netip.AddrPortFrom(echo.AddrPort().Addr(), uint16(10000+i))})
 					if err != nil {
 						if errorCode(err) != stun.CodeInsufficientCapacity || tc.maxChannels == 0 {
 							attackErr <- fmt.Errorf("channel %d: %w", i, err)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/pion/stun/v3"
 
+	"github.com/icebox-rtc/icebox/stunturn/turnclient"
 	"github.com/icebox-rtc/icebox/stunturn/turntest"
 )
 
@@ -66,7 +67,7 @@ func FuzzAuthenticatedRequest(f *testing.F) {
 		}
 		methods := []stun.Method{stun.MethodAllocate, stun.MethodRefresh, stun.MethodCreatePermission,
 			stun.MethodChannelBind, stun.MethodSend, stun.MethodBinding}
-		req, err := c.Signed(methods[int(method)%len(methods)], turntest.Attr(stun.AttrType(attr), value))
+		req, err := c.Signed(methods[int(method)%len(methods)], turnclient.Attr(stun.AttrType(attr), value))
 		if err != nil {
 			return // an attribute stun refuses to build
 		}
@@ -99,7 +100,7 @@ func FuzzPermissionRequests(f *testing.F) {
 	}
 	xorPeer := func(addr string) []byte {
 		m := &stun.Message{}
-		_ = turntest.PeerAddress{Addr: netip.MustParseAddrPort(addr)}.AddTo(m)
+		_ = turnclient.PeerAddress{Addr: netip.MustParseAddrPort(addr)}.AddTo(m)
 		v, _ := m.Get(stun.AttrXORPeerAddress)
 		return v // XORed with a zero transaction ID: it decodes to some address, which is the point
 	}
@@ -121,7 +122,7 @@ func FuzzPermissionRequests(f *testing.F) {
 				typ == stun.AttrRealm || typ == stun.AttrNonce {
 				typ = stun.AttrXORPeerAddress // the client signs the request itself
 			}
-			setters = append(setters, turntest.Attr(typ, b[:n]))
+			setters = append(setters, turnclient.Attr(typ, b[:n]))
 			b = b[n:]
 		}
 		method := stun.MethodCreatePermission

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/icebox-rtc/icebox/stunturn/turnclient"
 	"github.com/icebox-rtc/icebox/stunturn/turntest"
 )
 
@@ -60,7 +61,7 @@ func TestDenyList(t *testing.T) {
 				t.Fatal(err)
 			}
 			for i, s := range deniedSamples {
-				p := turntest.PeerAddress{Addr: netip.AddrPortFrom(netip.MustParseAddr(s.addr), 9), IPv6: s.ipv6}
+				p := turnclient.PeerAddress{Addr: netip.AddrPortFrom(netip.MustParseAddr(s.addr), 9), IPv6: s.ipv6}
 				if err := c.CreatePermission(p); !isErrorResponse(err) {
 					t.Fatalf("CreatePermission to %s: got %v, want an error response", s.addr, err)
 				}
@@ -108,10 +109,10 @@ func TestOwnRelayAddress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := a.CreatePermission(turntest.PeerAddress{Addr: relayB}); err != nil {
+	if err := a.CreatePermission(turnclient.PeerAddress{Addr: relayB}); err != nil {
 		t.Fatalf("permission to another relay of this server: %v", err)
 	}
-	if err := b.CreatePermission(turntest.PeerAddress{Addr: relayA}); err != nil {
+	if err := b.CreatePermission(turnclient.PeerAddress{Addr: relayA}); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.Send(relayB, []byte("relay to relay")); err != nil {
@@ -120,7 +121,7 @@ func TestOwnRelayAddress(t *testing.T) {
 	if d := recvPayload(t, b, "relay to relay"); d.Peer != relayA {
 		t.Errorf("got it from %v, want from %v", d.Peer, relayA)
 	}
-	if err := b.ChannelBind(0x4abc, turntest.PeerAddress{Addr: relayA}); err != nil {
+	if err := b.ChannelBind(0x4abc, turnclient.PeerAddress{Addr: relayA}); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.SendChannel(0x4abc, []byte("and back")); err != nil {
@@ -134,7 +135,7 @@ func TestOwnRelayAddress(t *testing.T) {
 	if err := a.Send(sinkAddr, []byte("to another port of this host")); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.ChannelBind(0x4def, turntest.PeerAddress{Addr: sinkAddr}); err != nil {
+	if err := a.ChannelBind(0x4def, turnclient.PeerAddress{Addr: sinkAddr}); err != nil {
 		t.Fatalf("binding a channel to the server's own address: %v", err)
 	}
 	if err := a.SendChannel(0x4def, []byte("over a channel")); err != nil {
@@ -165,7 +166,7 @@ func TestAllowedPeerCIDRs(t *testing.T) {
 	}
 	recvPayload(t, c, "lab")
 	for _, never := range []string{"0.0.0.0", "0.1.2.3", "::ffff:0.0.0.0"} {
-		p := turntest.PeerAddress{Addr: netip.AddrPortFrom(netip.MustParseAddr(never), 9), IPv6: never[0] == ':'}
+		p := turnclient.PeerAddress{Addr: netip.AddrPortFrom(netip.MustParseAddr(never), 9), IPv6: never[0] == ':'}
 		if err := c.CreatePermission(p); !isErrorResponse(err) {
 			t.Errorf("permission to %s: got %v, want an error response", never, err)
 		}
@@ -213,15 +214,15 @@ func TestOwnRelayAddressForeignSocket(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := b.CreatePermission(turntest.PeerAddress{Addr: relayA}); err != nil {
+			if err := b.CreatePermission(turnclient.PeerAddress{Addr: relayA}); err != nil {
 				t.Fatal(err)
 			}
 			// The permission is per IP: it covers the foreign socket's port too.
-			if err := a.CreatePermission(turntest.PeerAddress{Addr: relayB}); err != nil {
+			if err := a.CreatePermission(turnclient.PeerAddress{Addr: relayB}); err != nil {
 				t.Fatal(err)
 			}
 			channel := uint16(0x4100 + i)
-			if err := a.ChannelBind(channel, turntest.PeerAddress{Addr: foreignAddr}); err != nil {
+			if err := a.ChannelBind(channel, turnclient.PeerAddress{Addr: foreignAddr}); err != nil {
 				t.Fatalf("binding a channel to the server's own address: %v", err)
 			}
 			before := metric(t, srv.Registry, "icebox_turn_peer_packets_dropped_total", "direction", "to_peer")

@@ -20,6 +20,7 @@ import (
 
 	"github.com/icebox-rtc/icebox/credentials"
 	"github.com/icebox-rtc/icebox/stunturn"
+	"github.com/icebox-rtc/icebox/stunturn/turnclient"
 	"github.com/icebox-rtc/icebox/stunturn/turntest"
 )
 
@@ -36,12 +37,12 @@ func labConfig() *stunturn.Config {
 	return &c
 }
 
-func peer(a *net.UDPAddr) turntest.PeerAddress {
-	return turntest.PeerAddress{Addr: a.AddrPort()}
+func peer(a *net.UDPAddr) turnclient.PeerAddress {
+	return turnclient.PeerAddress{Addr: a.AddrPort()}
 }
 
 // recvPayload waits for data from the relay and checks it.
-func recvPayload(t *testing.T, c *turntest.Client, want string) turntest.Data {
+func recvPayload(t *testing.T, c *turnclient.Client, want string) turnclient.Data {
 	t.Helper()
 	d, ok := c.Recv(5 * time.Second)
 	if !ok {
@@ -278,12 +279,12 @@ func TestCredentials(t *testing.T) {
 }
 
 func isErrorResponse(err error) bool {
-	var e *turntest.ErrorResponse
+	var e *turnclient.ErrorResponse
 	return errors.As(err, &e)
 }
 
 func errorCode(err error) stun.ErrorCode {
-	var e *turntest.ErrorResponse
+	var e *turnclient.ErrorResponse
 	if errors.As(err, &e) {
 		return e.Code
 	}
@@ -313,7 +314,7 @@ func TestUserQuota(t *testing.T) {
 	cfg.UserQuota = 2
 	srv := turntest.Start(t, turntest.Options{Config: &cfg})
 
-	var erin []*turntest.Client
+	var erin []*turnclient.Client
 	for i := range 2 {
 		cred := srv.Credential("erin", time.Duration(i+1)*time.Hour) // two usernames, one user
 		c := turntest.Dial(t, "udp", srv.UDP, nil)
@@ -358,7 +359,7 @@ func TestTotalQuota(t *testing.T) {
 	cfg := turntest.Config()
 	cfg.TotalQuota = 2
 	srv := turntest.Start(t, turntest.Options{Config: &cfg})
-	var clients []*turntest.Client
+	var clients []*turnclient.Client
 	for i := range 2 {
 		cred := srv.Credential("user"+string(rune('a'+i)), time.Hour)
 		c := turntest.Dial(t, "udp", srv.UDP, nil)
@@ -435,7 +436,7 @@ func TestExpiredCredentialKeepsAllocation(t *testing.T) {
 		if err := c.CreatePermission(peer(echo1)); err != nil {
 			t.Fatal(err)
 		}
-		defer func(tr string, c *turntest.Client) {
+		defer func(tr string, c *turnclient.Client) {
 			if err := c.Refresh(10 * time.Minute); err != nil {
 				t.Errorf("%s: Refresh after expiry: %v", tr, err)
 			}
@@ -491,7 +492,7 @@ func TestDrain(t *testing.T) {
 func TestShutdownClosesConnections(t *testing.T) {
 	srv := turntest.Start(t, turntest.Options{})
 	cred := srv.Credential("ivy", time.Hour)
-	var clients []*turntest.Client
+	var clients []*turnclient.Client
 	for _, tr := range []string{"tcp", "tls"} {
 		c := turntest.Dial(t, tr, srv.Addr(tr), srv.TLSConfig)
 		if _, err := c.Allocate(cred.Username, cred.Password); err != nil {

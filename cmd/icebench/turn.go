@@ -9,15 +9,14 @@ import (
 	"net/netip"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/pion/stun/v3"
 	"golang.org/x/net/ipv4"
 
 	"github.com/icebox-rtc/icebox/credentials"
+	"github.com/icebox-rtc/icebox/stunturn/turnclient"
 )
 
 // turnOptions are the flags of icebench turn.
@@ -180,6 +179,38 @@ func (p *echoPeer) close() {
 	<-p.done
 }
 
+// turnConn is one client of the load: turnclient's wire client, whose ChannelData goes to
+// the handler in onData (set when the measurement starts), with no allocation per packet.
+type turnConn struct {
+	*turnclient.Client
+	stream bool
+	onData atomic.Pointer[func(channel uint16, payload []byte)]
+}
+
+func dialTURN(server, transport string) (*turnConn, error) {
+	c := &turnConn{stream: transport != "udp"}
+	client, err := turnclient.Dial(transport, server, turnclient.Options{OnChannelData: func(ch uint16, p []byte) {
+		if f := c.onData.Load(); f != nil {
+			(*f)(ch, p)
+		}
+	}})
+	if err != nil {
+		return nil, err
+	}
+	c.Client = client
+	return c, nil
+}
+
+func (c *turnConn) allocate(username, password string) error {
+	_, err := c.Allocate(username, password)
+	return err
+}
+
+// channelBind binds channel to peer (which also creates the permission).
+func (c *turnConn) channelBind(channel uint16, peer netip.AddrPort) error {
+	return c.ChannelBind(channel, turnclient.PeerAddress{Addr: peer})
+}
+
 // allocateAll makes n allocations, concurrency at a time, and returns them with the time taken.
 func allocateAll(o *turnOptions, n int, bind func(c *turnConn, i int) error) ([]*turnConn, time.Duration, int) {
 	conns := make([]*turnConn, n)
@@ -203,7 +234,7 @@ func allocateAll(o *turnOptions, n int, bind func(c *turnConn, i int) error) ([]
 						err = bind(c, i)
 					}
 					if err != nil {
-						_ = c.Close()
+						c.Close()
 					}
 				}
 				if err != nil {
@@ -233,8 +264,8 @@ func releaseAll(conns []*turnConn) {
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
-			c.release()
-			_ = c.Close()
+			_ = c.Refresh(0) // releases the allocation
+			c.Close()
 			<-sem
 		}()
 	}
@@ -290,14 +321,24 @@ func runTurn(o *turnOptions) (turnResult, error) {
 	epoch := time.Now()
 	var t0, t1 atomic.Int64 // nanoseconds since epoch; 0 until set
 	var sent, recv atomic.Int64
-	rtts := make([][]float64, len(conns))
+	rtts := make([]samples, len(conns))
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	interval := time.Second / time.Duration(max(o.rate, 1))
 	for i, c := range conns {
-		wg.Add(2)
-		go func() { // sender
-			defer wg.Done()
+		// The receiver: on the client's reader goroutine, as each ChannelData arrives.
+		receive := func(channel uint16, p []byte) {
+			if len(p) < 8 || channel != benchChannel {
+				return
+			}
+			at := int64(binary.BigEndian.Uint64(p[0:8]))
+			if a, b := t0.Load(), t1.Load(); a != 0 && at >= a && (b == 0 || at < b) {
+				recv.Add(1)
+				rtts[i].add(float64(time.Since(epoch).Nanoseconds()-at) / 1e6)
+			}
+		}
+		c.onData.Store(&receive)
+		wg.Go(func() { // sender
 			pkt := make([]byte, 4+((o.size+3)&^3))
 			binary.BigEndian.PutUint16(pkt[0:2], benchChannel)
 			binary.BigEndian.PutUint16(pkt[2:4], uint16(o.size))
@@ -316,32 +357,14 @@ func runTurn(o *turnOptions) (turnResult, error) {
 				}
 				now := time.Since(epoch).Nanoseconds()
 				binary.BigEndian.PutUint64(pkt[4:12], uint64(now))
-				if _, err := c.conn.Write(pkt); err != nil {
+				if err := c.Write(pkt); err != nil {
 					return
 				}
 				if a, b := t0.Load(), t1.Load(); a != 0 && now >= a && (b == 0 || now < b) {
 					sent.Add(1)
 				}
 			}
-		}()
-		go func() { // receiver
-			defer wg.Done()
-			buf := make([]byte, 4096)
-			for {
-				n, err := c.readFrame(buf)
-				if err != nil {
-					return
-				}
-				if n < 12 || binary.BigEndian.Uint16(buf[0:2]) != benchChannel {
-					continue
-				}
-				at := int64(binary.BigEndian.Uint64(buf[4:12]))
-				if a, b := t0.Load(), t1.Load(); a != 0 && at >= a && (b == 0 || at < b) {
-					recv.Add(1)
-					rtts[i] = append(rtts[i], float64(time.Since(epoch).Nanoseconds()-at)/1e6)
-				}
-			}
-		}()
+		})
 	}
 
 	warm := time.Now()
@@ -368,12 +391,9 @@ func runTurn(o *turnOptions) (turnResult, error) {
 	res.RSSKiB = rssKiB(o.pid)
 	time.Sleep(time.Second) // the drain: echoes of the last packets
 	close(stop)
-	for _, c := range conns {
-		_ = c.conn.SetReadDeadline(time.Now()) // ends the receivers
-	}
 	wg.Wait()
 	for _, c := range conns {
-		_ = c.conn.SetReadDeadline(time.Time{})
+		c.onData.Store(nil)
 	}
 
 	window := time.Duration(t1.Load() - t0.Load()).Seconds()
@@ -384,8 +404,8 @@ func runTurn(o *turnOptions) (turnResult, error) {
 		res.Loss = max(0, 1-r/s)
 	}
 	var all []float64
-	for _, x := range rtts {
-		all = append(all, x...)
+	for i := range rtts {
+		all = append(all, rtts[i].all()...)
 	}
 	res.RTTP50ms, res.RTTP99ms = percentile(all, 0.50), percentile(all, 0.99)
 	if o.pid > 0 && s+r > 0 {
@@ -393,6 +413,24 @@ func runTurn(o *turnOptions) (turnResult, error) {
 		res.ServerCPU = (cpu1 - cpu0) / window
 	}
 	return res, nil
+}
+
+// samples are the round trips of one allocation, added on its reader goroutine.
+type samples struct {
+	mu   sync.Mutex
+	rtts []float64
+}
+
+func (s *samples) add(ms float64) {
+	s.mu.Lock()
+	s.rtts = append(s.rtts, ms)
+	s.mu.Unlock()
+}
+
+func (s *samples) all() []float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rtts
 }
 
 func percentile(xs []float64, p float64) float64 {
@@ -413,7 +451,7 @@ func flood(o *turnOptions, peer netip.AddrPort, index int) *floodResult {
 		r.ErrorMessage = err.Error()
 		return r
 	}
-	defer func() { _ = c.Close() }()
+	defer c.Close()
 	u, p := o.credential(index)
 	if err := c.allocate(u, p); err != nil {
 		r.ErrorMessage = err.Error()
@@ -428,7 +466,7 @@ func flood(o *turnOptions, peer netip.AddrPort, index int) *floodResult {
 		r.Tried++
 		to := netip.AddrPortFrom(peer.Addr(), uint16(10000+i%50000))
 		if err := c.channelBind(uint16(0x4000+i), to); err != nil {
-			if !strings.Contains(err.Error(), ": error ") {
+			if _, refused := errors.AsType[*turnclient.ErrorResponse](err); !refused {
 				r.ErrorMessage = err.Error() // no answer: the server is stuck or gone
 				break
 			}
@@ -439,7 +477,7 @@ func flood(o *turnOptions, peer netip.AddrPort, index int) *floodResult {
 	}
 	r.BindSeconds = time.Since(start).Seconds()
 	start = time.Now()
-	if _, err := c.authenticated(stun.MethodRefresh, rawAttr{stun.AttrLifetime, []byte{0, 0, 0, 0}}); err != nil {
+	if err := c.Refresh(0); err != nil {
 		r.ErrorMessage = "delete: " + err.Error()
 	}
 	r.DeleteMs = float64(time.Since(start).Microseconds()) / 1000

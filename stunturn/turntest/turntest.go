@@ -28,6 +28,7 @@ import (
 
 	"github.com/icebox-rtc/icebox/credentials"
 	"github.com/icebox-rtc/icebox/stunturn"
+	"github.com/icebox-rtc/icebox/stunturn/turnclient"
 )
 
 // Server is an icebox TURN server on 127.0.0.1, stopped when the test ends.
@@ -272,4 +273,16 @@ func (w *LogWriter) Write(p []byte) (int, error) {
 		w.t.Log(strings.TrimSpace(string(p)))
 	}
 	return len(p), nil
+}
+
+// Dial connects a turnclient to a TURN server (network "udp", "tcp" or "tls", tlsConfig for
+// the last), closed at the end of the test.
+func Dial(t testing.TB, network, addr string, tlsConfig *tls.Config) *turnclient.Client {
+	t.Helper()
+	c, err := turnclient.Dial(network, addr, turnclient.Options{TLS: tlsConfig})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
 }

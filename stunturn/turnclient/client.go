@@ -1,4 +1,8 @@
-package turntest
+// Package turnclient is icebox's own TURN client on the wire (RFC 8656 over UDP, TCP or TLS):
+// it sends exactly the requests and attributes it is asked for, malformed ones included, so
+// tests can probe the server, and relays ChannelData without an allocation per packet, so the
+// benchmarks can load it. It is the one TURN wire client of the tests and of cmd/icebench.
+package turnclient
 
 import (
 	"bufio"
@@ -11,18 +15,18 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/pion/stun/v3"
 )
 
-// Client is a TURN client over UDP, TCP or TLS that sends exactly what the test asks for.
-// Requests are retransmitted over UDP until answered; the test's deadline bounds everything.
+// Client is a TURN client over UDP, TCP or TLS. Requests are retransmitted over UDP until
+// answered; a reader goroutine routes responses to their requests and data to Recv (or to
+// Options.OnChannelData).
 type Client struct {
-	t       testing.TB
 	network string
 	conn    net.Conn
+	onData  func(channel uint16, payload []byte)
 
 	username, password, realm, nonce string
 	key                              []byte
@@ -51,38 +55,47 @@ func (e *ErrorResponse) Error() string {
 	return fmt.Sprintf("%v error %d %s", e.Method, e.Code, e.Reason)
 }
 
-// Dial connects to a TURN server: network is "udp", "tcp" or "tls" (tlsConfig for the last).
-func Dial(t testing.TB, network, addr string, tlsConfig *tls.Config) *Client {
-	t.Helper()
+// Options of Dial.
+type Options struct {
+	// TLS configures the "tls" network.
+	TLS *tls.Config
+	// OnChannelData, when set, gets every ChannelData as it is read, on the reader goroutine
+	// (payload is valid during the call only), instead of Recv: the load generator's path.
+	OnChannelData func(channel uint16, payload []byte)
+}
+
+// Dial connects to a TURN server: network is "udp", "tcp" or "tls".
+func Dial(network, addr string, o Options) (*Client, error) {
 	var conn net.Conn
 	var err error
+	d := net.Dialer{Timeout: 5 * time.Second}
 	switch network {
 	case "udp":
-		conn, err = net.Dial("udp4", addr)
+		conn, err = d.Dial("udp4", addr)
 	case "tcp":
-		conn, err = net.Dial("tcp", addr)
+		conn, err = d.Dial("tcp", addr)
 	case "tls":
-		conn, err = tls.Dial("tcp", addr, tlsConfig)
+		conn, err = tls.DialWithDialer(&d, "tcp", addr, o.TLS)
 	default:
-		t.Fatalf("unknown network %q", network)
+		return nil, fmt.Errorf("unknown network %q", network)
 	}
 	if err != nil {
-		t.Fatalf("dial %s %s: %v", network, addr, err)
+		return nil, fmt.Errorf("dial %s %s: %w", network, addr, err)
 	}
 	if u, ok := conn.(*net.UDPConn); ok {
-		// Room for a burst while a loaded test machine leaves the reader unscheduled: a loss
-		// a test sees must be the server's, not this socket's (capped by net.core.rmem_max).
+		// Room for a burst while a loaded machine leaves the reader unscheduled: a loss seen
+		// must be the server's, not this socket's (capped by net.core.rmem_max).
 		_ = u.SetReadBuffer(4 << 20)
+		_ = u.SetWriteBuffer(1 << 20)
 	}
 	c := &Client{
-		t: t, network: network, conn: conn,
+		network: network, conn: conn, onData: o.OnChannelData,
 		waiting: map[[stun.TransactionIDSize]byte]chan *stun.Message{},
 		data:    make(chan Data, 1024),
 		done:    make(chan struct{}),
 	}
 	go c.readLoop()
-	t.Cleanup(func() { c.Close() })
-	return c
+	return c, nil
 }
 
 // Close closes the connection (an allocation over UDP stays until it expires).
@@ -94,31 +107,33 @@ func (c *Client) Close() {
 // LocalAddr is the client's address as the server sees it on loopback.
 func (c *Client) LocalAddr() net.Addr { return c.conn.LocalAddr() }
 
+// readLoop reads datagrams (UDP) or frames (TCP, TLS) into one buffer: nothing is
+// allocated per packet on the ChannelData path.
 func (c *Client) readLoop() {
 	defer close(c.done)
-	var r *bufio.Reader
-	if c.network != "udp" {
-		r = bufio.NewReader(c.conn)
-	}
-	buf := make([]byte, 65536+20)
-	for {
-		var frame []byte
-		if r == nil {
+	if c.network == "udp" {
+		buf := make([]byte, 65536+20)
+		for {
 			n, err := c.conn.Read(buf)
 			if err != nil {
 				return
 			}
-			frame = buf[:n]
-		} else {
-			var err error
-			if frame, err = readStreamFrame(r); err != nil {
-				return
-			}
+			c.dispatch(buf[:n])
+		}
+	}
+	r := bufio.NewReaderSize(c.conn, 65536+24)
+	for {
+		frame, err := readStreamFrame(r)
+		if err != nil {
+			return
 		}
 		c.dispatch(frame)
+		_, _ = r.Discard(len(frame))
 	}
 }
 
+// readStreamFrame peeks at the next STUN message or ChannelData (padded to 4 bytes) of a
+// stream; the caller discards it once handled.
 func readStreamFrame(r *bufio.Reader) ([]byte, error) {
 	head, err := r.Peek(4)
 	if err != nil {
@@ -128,17 +143,21 @@ func readStreamFrame(r *bufio.Reader) ([]byte, error) {
 	if head[0]&0xC0 == 0x40 {
 		size = 4 + (int(binary.BigEndian.Uint16(head[2:4]))+3)&^3
 	}
-	frame := make([]byte, size)
-	_, err = io.ReadFull(r, frame)
-	return frame, err
+	return r.Peek(size)
 }
 
+// dispatch handles one datagram or frame; it copies what it keeps.
 func (c *Client) dispatch(b []byte) {
 	if len(b) >= 4 && b[0]&0xC0 == 0x40 {
 		n := int(binary.BigEndian.Uint16(b[2:4]))
-		if 4+n <= len(b) {
-			c.deliver(Data{Channel: binary.BigEndian.Uint16(b[0:2]), Payload: append([]byte(nil), b[4:4+n]...)})
+		if 4+n > len(b) {
+			return
 		}
+		if c.onData != nil {
+			c.onData(binary.BigEndian.Uint16(b[0:2]), b[4:4+n])
+			return
+		}
+		c.deliver(Data{Channel: binary.BigEndian.Uint16(b[0:2]), Payload: append([]byte(nil), b[4:4+n]...)})
 		return
 	}
 	m := &stun.Message{Raw: append([]byte(nil), b...)}
