@@ -81,7 +81,7 @@ func (a answer) done() {
 // inspect looks at one datagram from src before pion does. For an authenticated TURN request
 // it records a request (returned, to be finished after pion answered), or answers it here
 // (control.go); during a drain it answers new Allocates itself with 508.
-func (t *transport) inspect(src net.Addr, b []byte) (verdict, *request, answer) {
+func (t *listener) inspect(src net.Addr, b []byte) (verdict, *request, answer) {
 	if !isSTUN(b) {
 		return pass, nil, answer{}
 	}
@@ -163,7 +163,7 @@ func drainingResponse(b []byte) []byte {
 }
 
 // finish ends r: a quota slot reserved by an Allocate that created nothing is given back.
-func (t *transport) finish(r *request) {
+func (t *listener) finish(r *request) {
 	t.mu.Lock()
 	if t.pending[r.src] == r {
 		delete(t.pending, r.src)
@@ -178,7 +178,7 @@ func (t *transport) finish(r *request) {
 }
 
 // authHandler is pion's AuthHandler for this transport.
-func (t *transport) authHandler(username, _ string, src net.Addr) ([]byte, bool) {
+func (t *listener) authHandler(username, _ string, src net.Addr) ([]byte, bool) {
 	key := src.String()
 	t.mu.Lock()
 	r := t.pending[key]
@@ -198,7 +198,7 @@ func (t *transport) authHandler(username, _ string, src net.Addr) ([]byte, bool)
 
 // refusal is why r may not act on held (the allocation of its client address, nil when there
 // is none), or "" when it may.
-func (t *transport) refusal(r *request, held *allocState, now time.Time) string {
+func (t *listener) refusal(r *request, held *allocState, now time.Time) string {
 	switch {
 	case r.key == nil:
 		return r.reason
@@ -210,22 +210,4 @@ func (t *transport) refusal(r *request, held *allocState, now time.Time) string 
 		return authExpired // an expired username only keeps an existing allocation going
 	}
 	return ""
-}
-
-// quotaHandler is pion's QuotaHandler: it reserves a turn.user_quota slot for the Allocate.
-func (t *transport) quotaHandler(username, _ string, src net.Addr) bool {
-	user := credentials.QuotaUser(username)
-	if !t.s.quota.reserve(user) {
-		t.s.metrics.allocateRefused.WithLabelValues(refusedUserQuota).Inc()
-		return false
-	}
-	t.mu.Lock()
-	if r := t.pending[src.String()]; r != nil && r.username == username {
-		r.quotaUser = user
-		t.mu.Unlock()
-		return true
-	}
-	t.mu.Unlock()
-	t.s.quota.release(user) // nothing to hang the slot on; onAllocationCreated counts it
-	return true
 }

@@ -20,7 +20,7 @@ import (
 // before pion reads it.
 type packetConn struct {
 	net.PacketConn
-	t   *transport
+	t   *listener
 	cur atomic.Pointer[request] // the authenticated request pion is handling, if any
 
 	// UDP sockets read with raw calls: ChannelData of bound channels is relayed in the read
@@ -30,7 +30,7 @@ type packetConn struct {
 }
 
 // newPacketConn wraps a listening socket of transport t.
-func newPacketConn(pc net.PacketConn, t *transport) *packetConn {
+func newPacketConn(pc net.PacketConn, t *listener) *packetConn {
 	c := &packetConn{PacketConn: pc, t: t}
 	if u, ok := pc.(*net.UDPConn); ok && t.fast != nil {
 		if raw, err := newRawUDP(u); err == nil {
@@ -120,7 +120,7 @@ const (
 // would use a file descriptor kept for the rest of icebox is closed at once (fileBudget).
 type streamListener struct {
 	net.Listener
-	t *transport
+	t *listener
 }
 
 // Accept retries on temporary failures such as running out of file descriptors: pion's accept
@@ -147,7 +147,7 @@ func (l *streamListener) Accept() (net.Conn, error) {
 // admitConn takes a file descriptor of the budget for connection c. When there is none, the
 // oldest connection without an allocation is closed to make room; when every connection holds
 // an allocation, c is closed. Both are counted, and logged at most every 10 seconds.
-func (t *transport) admitConn(c net.Conn) bool {
+func (t *listener) admitConn(c net.Conn) bool {
 	files := t.s.files
 	if files.openStream() {
 		return true
@@ -165,7 +165,7 @@ func (t *transport) admitConn(c net.Conn) bool {
 }
 
 // shed counts and logs a connection closed for the file budget.
-func (t *transport) shed(reason string, c net.Conn) {
+func (t *listener) shed(reason string, c net.Conn) {
 	t.s.metrics.connShed.WithLabelValues(t.name, reason).Inc()
 	if ok, held := t.s.shedLog.allow(time.Now()); ok {
 		t.s.log.Warn("turn connections over the file descriptor budget: closing the oldest without an allocation, "+
@@ -215,7 +215,7 @@ func (q *idleStreams) oldest() *streamConn {
 }
 
 // track wraps an accepted connection and remembers it. Its idle timeout runs from now.
-func (t *transport) track(c net.Conn) *streamConn {
+func (t *listener) track(c net.Conn) *streamConn {
 	sc := &streamConn{Conn: c, t: t, key: c.RemoteAddr().String(), r: bufio.NewReaderSize(c, 4096)}
 	sc.setAllocated(false)
 	t.mu.Lock()
@@ -226,7 +226,7 @@ func (t *transport) track(c net.Conn) *streamConn {
 }
 
 // closeStreams closes every open connection of the transport (shutdown).
-func (t *transport) closeStreams() {
+func (t *listener) closeStreams() {
 	t.mu.Lock()
 	conns := make([]*streamConn, 0, len(t.streams))
 	for _, sc := range t.streams {
@@ -243,7 +243,7 @@ func (t *transport) closeStreams() {
 // (turn.STUNConn) sees the same frames.
 type streamConn struct {
 	net.Conn
-	t         *transport
+	t         *listener
 	key       string
 	r         *bufio.Reader
 	frame     []byte

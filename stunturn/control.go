@@ -41,7 +41,7 @@ const (
 
 // control answers r (the request m) here when it must; an empty answer hands the request on
 // to pion. Requests that pion would refuse for their credentials are handed on.
-func (t *transport) control(r *request, m *stun.Message) answer {
+func (t *listener) control(r *request, m *stun.Message) answer {
 	switch m.Type.Method {
 	case stun.MethodCreatePermission, stun.MethodChannelBind, stun.MethodRefresh:
 	default:
@@ -67,7 +67,7 @@ func (t *transport) control(r *request, m *stun.Message) answer {
 
 // admit decides a CreatePermission or ChannelBind on allocation a: 0 lets pion do it, else the
 // error code and the metric's reason. t.mu is held.
-func (t *transport) admit(m *stun.Message, a *allocState) (stun.ErrorCode, string) {
+func (t *listener) admit(m *stun.Message, a *allocState) (stun.ErrorCode, string) {
 	peers, err := peerAddresses(m)
 	if err != nil || len(peers) == 0 {
 		return stun.CodeBadRequest, refusedBadRequest
@@ -113,7 +113,7 @@ func (t *transport) admit(m *stun.Message, a *allocState) (stun.ErrorCode, strin
 // refresh answers a Refresh with lifetime 0 (a deletion) on allocation a; once the answer is
 // sent, it closes the relay socket so that pion deletes the allocation on the relay's
 // goroutine. Any other Refresh goes on to pion. t.mu is held, and released here.
-func (t *transport) refresh(r *request, m *stun.Message, a *allocState) answer {
+func (t *listener) refresh(r *request, m *stun.Message, a *allocState) answer {
 	v, err := m.Get(stun.AttrLifetime)
 	if err != nil || len(v) != 4 || binary.BigEndian.Uint32(v) != 0 {
 		t.mu.Unlock()

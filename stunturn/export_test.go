@@ -4,7 +4,7 @@ package stunturn
 // wrapper and pion's handlers: zero whenever nothing is in flight.
 func (s *Server) PendingRequests() int {
 	n := 0
-	for _, t := range s.transports {
+	for _, t := range s.listeners {
 		t.mu.Lock()
 		n += len(t.pending)
 		t.mu.Unlock()
@@ -22,7 +22,7 @@ func (s *Server) QuotaUsers() int {
 // FastBindings is the number of channels on the UDP fast path.
 func (s *Server) FastBindings() int {
 	n := 0
-	for _, t := range s.transports {
+	for _, t := range s.listeners {
 		if t.fast != nil {
 			n += int(t.fast.count.Load())
 		}
@@ -33,7 +33,7 @@ func (s *Server) FastBindings() int {
 // PermissionsAndChannels is the number of permissions and channel bindings of every live
 // allocation, as icebox learns them from pion's events.
 func (s *Server) PermissionsAndChannels() (perms, channels int) {
-	for _, t := range s.transports {
+	for _, t := range s.listeners {
 		t.mu.Lock()
 		for _, a := range t.allocs {
 			perms += len(a.perms)

@@ -1,6 +1,11 @@
 package stunturn
 
-import "sync"
+import (
+	"net"
+	"sync"
+
+	"github.com/icebox-rtc/icebox/credentials"
+)
 
 // quotas counts allocations per credential user for turn.user_quota.
 type quotas struct {
@@ -31,4 +36,22 @@ func (q *quotas) release(user string) {
 		delete(q.n, user)
 	}
 	q.mu.Unlock()
+}
+
+// quotaHandler is pion's QuotaHandler: it reserves a turn.user_quota slot for the Allocate.
+func (t *listener) quotaHandler(username, _ string, src net.Addr) bool {
+	user := credentials.QuotaUser(username)
+	if !t.s.quota.reserve(user) {
+		t.s.metrics.allocateRefused.WithLabelValues(refusedUserQuota).Inc()
+		return false
+	}
+	t.mu.Lock()
+	if r := t.pending[src.String()]; r != nil && r.username == username {
+		r.quotaUser = user
+		t.mu.Unlock()
+		return true
+	}
+	t.mu.Unlock()
+	t.s.quota.release(user) // nothing to hang the slot on; onAllocationCreated counts it
+	return true
 }

@@ -68,10 +68,10 @@ type Server struct {
 
 	idleTimeout, handshakeTimeout time.Duration
 
-	transports []*transport
-	pions      []*turn.Server
-	done       chan struct{}
-	closeOnce  sync.Once
+	listeners []*listener
+	pions     []*turn.Server
+	done      chan struct{}
+	closeOnce sync.Once
 }
 
 // New starts serving STUN and TURN on the given sockets; it owns them from here on.
@@ -107,7 +107,7 @@ func New(c Config, o Options) (*Server, error) {
 	// pion logs some failures once per packet: 20 lines a second at most, bursts of 100.
 	loggers := NewLoggerFactory(o.Logger.With("component", "turn"), 20, 100)
 
-	config := func(t *transport) turn.ServerConfig {
+	config := func(t *listener) turn.ServerConfig {
 		return turn.ServerConfig{
 			Realm:         c.Realm,
 			LoggerFactory: loggers,
@@ -123,18 +123,18 @@ func New(c Config, o Options) (*Server, error) {
 			},
 		}
 	}
-	start := func(t *transport, sc turn.ServerConfig) error {
+	start := func(t *listener, sc turn.ServerConfig) error {
 		srv, err := turn.NewServer(sc)
 		if err != nil {
 			return fmt.Errorf("turn %s: %w", t.name, err)
 		}
-		s.transports = append(s.transports, t)
+		s.listeners = append(s.listeners, t)
 		s.pions = append(s.pions, srv)
 		return nil
 	}
 	var err error
 	if len(o.UDP) > 0 {
-		t := newTransport("udp", s)
+		t := newListener("udp", s)
 		if _, ok := o.UDP[0].(*net.UDPConn); ok {
 			t.fast = &bindings{}
 		}
@@ -159,7 +159,7 @@ func New(c Config, o Options) (*Server, error) {
 		if l.ln == nil || err != nil {
 			continue
 		}
-		t := newTransport(l.name, s)
+		t := newListener(l.name, s)
 		sc := config(t)
 		sc.ListenerConfigs = []turn.ListenerConfig{{
 			Listener:              &streamListener{Listener: l.ln, t: t},
@@ -207,7 +207,7 @@ func (s *Server) close() error {
 		for _, p := range s.pions {
 			err = errors.Join(err, p.Close())
 		}
-		for _, t := range s.transports {
+		for _, t := range s.listeners {
 			t.closeStreams()
 		}
 		close(s.done)
@@ -219,7 +219,7 @@ func (s *Server) close() error {
 // no longer counts, even while pion is still tearing it down).
 func (s *Server) Allocations() int {
 	n := 0
-	for _, t := range s.transports {
+	for _, t := range s.listeners {
 		t.mu.Lock()
 		for _, a := range t.allocs {
 			if !a.closing {

@@ -8,9 +8,11 @@ import (
 	"github.com/icebox-rtc/icebox/credentials"
 )
 
-// transport is the state of one of the TURN listeners (udp, tcp or tls): each runs its own
-// pion server, so every callback knows which transport it serves.
-type transport struct {
+// listener is the state of one of the TURN listeners, one per transport (udp, tcp or tls):
+// each runs its own pion server, so every callback knows which transport it serves. Here are
+// pion's allocation events, from which icebox learns each allocation's state; auth.go has its
+// socket wrapper's checks and the AuthHandler, quota.go the QuotaHandler.
+type listener struct {
 	name string
 	s    *Server
 
@@ -28,8 +30,8 @@ type transport struct {
 	streams  map[string]*streamConn // tcp and tls: open connections by client address
 }
 
-func newTransport(name string, s *Server) *transport {
-	return &transport{name: name, s: s, pending: map[string]*request{}, allocs: map[string]*allocState{},
+func newListener(name string, s *Server) *listener {
+	return &listener{name: name, s: s, pending: map[string]*request{}, allocs: map[string]*allocState{},
 		retiring: map[string][]*allocState{}, streams: map[string]*streamConn{}}
 }
 
@@ -50,7 +52,7 @@ type allocState struct {
 
 // state is the allocation of client key whose relay is relayAddr (nil if there is none, or if
 // the event is about an allocation pion is still closing); t.mu is held.
-func (t *transport) state(key string, relayAddr net.Addr) *allocState {
+func (t *listener) state(key string, relayAddr net.Addr) *allocState {
 	a := t.allocs[key]
 	if a == nil {
 		return nil
@@ -61,7 +63,7 @@ func (t *transport) state(key string, relayAddr net.Addr) *allocState {
 	return a
 }
 
-func (t *transport) onAllocationCreated(src, _ net.Addr, _, username, _ string, relayAddr net.Addr, _ int) {
+func (t *listener) onAllocationCreated(src, _ net.Addr, _, username, _ string, relayAddr net.Addr, _ int) {
 	key := src.String()
 	port := 0
 	if p, ok := addrPort(relayAddr); ok {
@@ -90,7 +92,7 @@ func (t *transport) onAllocationCreated(src, _ net.Addr, _, username, _ string, 
 	t.s.metrics.created.WithLabelValues(t.name).Inc()
 }
 
-func (t *transport) onAllocationDeleted(src, _ net.Addr, _, _, _ string) {
+func (t *listener) onAllocationDeleted(src, _ net.Addr, _, _, _ string) {
 	key := src.String()
 	t.mu.Lock()
 	var a *allocState
@@ -112,7 +114,7 @@ func (t *transport) onAllocationDeleted(src, _ net.Addr, _, _, _ string) {
 	}
 }
 
-func (t *transport) onPermissionCreated(src, _ net.Addr, _, _, _ string, relayAddr net.Addr, peer net.IP) {
+func (t *listener) onPermissionCreated(src, _ net.Addr, _, _, _ string, relayAddr net.Addr, peer net.IP) {
 	ip, ok := netip.AddrFromSlice(peer)
 	if !ok {
 		return
@@ -124,7 +126,7 @@ func (t *transport) onPermissionCreated(src, _ net.Addr, _, _, _ string, relayAd
 	t.mu.Unlock()
 }
 
-func (t *transport) onPermissionDeleted(src, _ net.Addr, _, _, _ string, relayAddr net.Addr, peer net.IP) {
+func (t *listener) onPermissionDeleted(src, _ net.Addr, _, _, _ string, relayAddr net.Addr, peer net.IP) {
 	ip, ok := netip.AddrFromSlice(peer)
 	if !ok {
 		return
@@ -137,7 +139,7 @@ func (t *transport) onPermissionDeleted(src, _ net.Addr, _, _, _ string, relayAd
 }
 
 // onChannelCreated records a channel pion has bound, and puts it on the fast path (UDP clients).
-func (t *transport) onChannelCreated(src, _ net.Addr, _, _, _ string, relayAddr, peer net.Addr, channel uint16) {
+func (t *listener) onChannelCreated(src, _ net.Addr, _, _, _ string, relayAddr, peer net.Addr, channel uint16) {
 	to, ok := addrPort(peer)
 	if !ok {
 		return
@@ -167,7 +169,7 @@ func (t *transport) onChannelCreated(src, _ net.Addr, _, _, _ string, relayAddr,
 }
 
 // onChannelDeleted forgets a channel and takes it off the fast path.
-func (t *transport) onChannelDeleted(src, _ net.Addr, _, _, _ string, relayAddr, peer net.Addr, channel uint16) {
+func (t *listener) onChannelDeleted(src, _ net.Addr, _, _, _ string, relayAddr, peer net.Addr, channel uint16) {
 	t.mu.Lock()
 	if a := t.state(src.String(), relayAddr); a != nil {
 		if to, ok := a.channels[channel]; ok {
@@ -188,7 +190,7 @@ func (t *transport) onChannelDeleted(src, _ net.Addr, _, _, _ string, relayAddr,
 // or ChannelBind: the peer policy by IP, and turn.max_permissions. Both were checked for the
 // whole request before pion saw it (control.go), which answers with the right error code;
 // this is the backstop pion enforces with its own.
-func (t *transport) permissionHandler(src net.Addr, peer net.IP) bool {
+func (t *listener) permissionHandler(src net.Addr, peer net.IP) bool {
 	ip, ok := netip.AddrFromSlice(peer)
 	reason := refusedMalformed
 	if ok {
