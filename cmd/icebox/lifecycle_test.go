@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -52,8 +53,14 @@ func startApp(t *testing.T, cfg Config) (*app, context.CancelFunc, func() error)
 		close(done)
 	}()
 	wait := func() error {
-		<-done
-		return runErr
+		t := time.NewTimer(time.Minute)
+		defer t.Stop()
+		select {
+		case <-done:
+			return runErr
+		case <-t.C:
+			return errors.New("run did not return within a minute")
+		}
 	}
 	t.Cleanup(func() {
 		cancel()
@@ -228,7 +235,11 @@ func TestShutdownTimeoutCutsSlowRequests(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	<-entered
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow request did not arrive within 10 s")
+	}
 	stop()
 	if err := wait(); err != nil {
 		t.Errorf("run: got %v, want a clean return", err)
