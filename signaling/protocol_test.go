@@ -295,12 +295,16 @@ func TestFlood(t *testing.T) {
 func TestFloodKeepsQueuedReplies(t *testing.T) {
 	s := start(t, serverOptions{config: func(c *signalingConfig) { c.RateLimit, c.MaxQueuedBytes = 10, 16<<20 }}) // burst 20
 	flooder, _ := rawDial(t, s, "", nil)
+	// A small receive buffer: the server's writes to it block after little data.
+	if err := flooder.NetConn().(*net.TCPConn).SetReadBuffer(128 << 10); err != nil {
+		t.Fatal(err)
+	}
 	if err := flooder.WriteJSON(map[string]any{"type": "join", "room": "r"}); err != nil {
 		t.Fatal(err)
 	}
 	// More than the sockets' buffers hold, from senders that each stay within the burst, and
-	// fewer messages than a mailbox holds: the server still writes when the flood starts.
-	const senders, each = 10, 15
+	// fewer messages than a mailbox holds: the server is still writing when the flood starts.
+	const senders, each = 5, 6
 	blob := strings.Repeat("x", 60<<10)
 	for range senders {
 		c, _ := join(t, s, "r", nil)
@@ -322,6 +326,7 @@ func TestFloodKeepsQueuedReplies(t *testing.T) {
 	if err := flooder.NetConn().(*net.TCPConn).CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
+	_ = flooder.NetConn().(*net.TCPConn).SetReadBuffer(4 << 20) // and now it reads
 	var want float64 = 1
 	count := map[string]int{}
 	_ = flooder.SetReadDeadline(timeAfter(30))

@@ -2,6 +2,7 @@ package signaling_test
 
 import (
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -174,6 +175,7 @@ func TestSlowReader(t *testing.T) {
 	reader, _ := join(t, s, "r", nil)
 	expect(t, sender, "peer-joined")
 	stalled, w := rawDial(t, s, "", nil) // never reads again after the welcome
+	_ = stalled.NetConn().(*net.TCPConn).SetReadBuffer(128 << 10)
 	if err := stalled.WriteJSON(map[string]any{"type": "join", "room": "r"}); err != nil {
 		t.Fatal(err)
 	}
@@ -223,13 +225,14 @@ func TestQueuedBytesTotal(t *testing.T) {
 	sender, _ := join(t, s, "r", nil)
 	for range 4 { // never read after their join
 		ws, _ := rawDial(t, s, "", nil)
+		_ = ws.NetConn().(*net.TCPConn).SetReadBuffer(128 << 10)
 		if err := ws.WriteJSON(map[string]any{"type": "join", "room": "r"}); err != nil {
 			t.Fatal(err)
 		}
 		expect(t, sender, "peer-joined")
 	}
 	blob := strings.Repeat("x", 60<<10)
-	for i := range 120 {
+	for i := range 80 {
 		if err := sender.Broadcast(map[string]any{"i": i, "blob": blob}); err != nil {
 			t.Fatal(err)
 		}
