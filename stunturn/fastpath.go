@@ -89,12 +89,11 @@ func (bs *bindings) forwardToPeer(b []byte, client netip.AddrPort) bool {
 		return true // malformed: dropped, as pion would
 	}
 	if !bd.allowed || (bd.own && bd.relay.policy.packet(bd.peer) != "") {
-		bd.relay.metrics.toPeerDropped.Inc()
+		bd.relay.stats.toPeer.dropped.Add(1)
 		return true
 	}
 	if err := bd.relay.raw.sendto(b[4:4+n], bd.peer); err == nil {
-		bd.relay.metrics.toPeerPackets.Inc()
-		bd.relay.metrics.toPeerBytes.Add(float64(n))
+		bd.relay.stats.toPeer.relayed(n)
 	}
 	return true
 }
@@ -125,14 +124,13 @@ func (c *relayConn) forwardToClient(buf []byte, n int, from netip.AddrPort) bool
 	}
 	b := v.(*binding)
 	if b.own && c.policy.packet(from) != "" {
-		c.metrics.fromPeerDropped.Inc() // another process on this host, inside the relay range
+		c.stats.fromPeer.dropped.Add(1) // another process on this host, inside the relay range
 		return true
 	}
 	binary.BigEndian.PutUint16(buf[0:2], b.channel)
 	binary.BigEndian.PutUint16(buf[2:4], uint16(n))
 	if err := b.out.sendto(buf[:4+n], b.client); err == nil {
-		c.metrics.fromPeerPackets.Inc()
-		c.metrics.fromPeerBytes.Add(float64(n))
+		c.stats.fromPeer.relayed(n)
 	}
 	return true
 }

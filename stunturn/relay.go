@@ -30,8 +30,9 @@ type relayAllocator struct {
 	log        *slog.Logger
 	refusals   logEvery // a full node logs once a while, not once per Allocate
 
-	mu    sync.Mutex
-	conns map[int]*relayConn // open relay sockets by port
+	mu     sync.Mutex
+	conns  map[int]*relayConn // open relay sockets by port
+	closed totals             // what the closed ones relayed
 }
 
 func newRelayAllocator(c Config, public netip.Addr, policy *peerPolicy, files *fileBudget, m *metrics, log *slog.Logger) *relayAllocator {
@@ -128,19 +129,36 @@ func (r *relayAllocator) bindPort(port int) (net.PacketConn, net.Addr, error) {
 		return nil, nil, err
 	}
 	rc := &relayConn{UDPConn: conn, raw: raw, alloc: r, port: port, policy: r.policy, metrics: r.metrics}
+	rc.stats.created = time.Now()
 	rc.loop = newReadLoop(raw, 1, relayBatch, 4, relayMTU, rc.fromPeer)
 	r.conns[port] = rc
 	r.held.add(uint16(port))
 	return rc, &net.UDPAddr{IP: r.public, Port: port}, nil
 }
 
-// release gives back the port of a closed relay socket (once per socket).
-func (r *relayAllocator) release(port int) {
+// release gives back the port of a closed relay socket (once per socket), and records what
+// it relayed in its lifetime.
+func (r *relayAllocator) release(c *relayConn) {
 	r.mu.Lock()
-	delete(r.conns, port)
-	r.held.remove(uint16(port))
+	delete(r.conns, c.port)
+	r.held.remove(uint16(c.port))
+	r.closed.add(&c.stats)
 	r.mu.Unlock()
 	r.files.closeRelay()
+	st := &c.stats
+	r.metrics.lifetime.Observe(time.Since(st.created).Seconds())
+	r.metrics.allocationBytes.Observe(float64(st.toPeer.bytes.Load() + st.fromPeer.bytes.Load()))
+}
+
+// totals is what every relay socket, closed or open, has relayed so far.
+func (r *relayAllocator) totals() totals {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t := r.closed
+	for _, c := range r.conns {
+		t.add(&c.stats)
+	}
+	return t
 }
 
 // conn is the open relay socket on port, if any.
@@ -178,6 +196,7 @@ type relayConn struct {
 	loop   *readLoop
 	peers  sync.Map // netip.AddrPort -> *binding: the bound channels of this relay by peer
 	npeers atomic.Int64
+	stats  relayStats
 }
 
 const (
@@ -210,11 +229,10 @@ func (c *relayConn) fromPeer(b []byte, n int, from netip.AddrPort) bool {
 		return false
 	}
 	if c.policy.packet(from) != "" {
-		c.metrics.fromPeerDropped.Inc()
+		c.stats.fromPeer.dropped.Add(1)
 		return false
 	}
-	c.metrics.fromPeerPackets.Inc()
-	c.metrics.fromPeerBytes.Add(float64(n))
+	c.stats.fromPeer.relayed(n)
 	return true
 }
 
@@ -222,14 +240,13 @@ func (c *relayConn) fromPeer(b []byte, n int, from netip.AddrPort) bool {
 func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	to, ok := addrPort(addr)
 	if !ok || c.policy.packet(to) != "" {
-		c.metrics.toPeerDropped.Inc()
+		c.stats.toPeer.dropped.Add(1)
 		return len(p), nil
 	}
 	if err := c.raw.sendto(p, netip.AddrPortFrom(to.Addr().Unmap(), to.Port())); err != nil {
 		return 0, err
 	}
-	c.metrics.toPeerPackets.Inc()
-	c.metrics.toPeerBytes.Add(float64(len(p)))
+	c.stats.toPeer.relayed(len(p))
 	return len(p), nil
 }
 
@@ -241,6 +258,6 @@ func (c *relayConn) Close() error {
 		return nil
 	}
 	err := c.raw.close()
-	c.alloc.release(c.port)
+	c.alloc.release(c)
 	return err
 }

@@ -96,6 +96,7 @@ func New(c Config, o Options) (*Server, error) {
 	}
 	s.policy = newPeerPolicy(c, &portSet{}, o.PublicIP)
 	s.relays = newRelayAllocator(c, o.PublicIP, s.policy, s.files, s.metrics, o.Logger)
+	o.Registry.MustRegister(newRelayCollector(s.relays))
 	// pion logs some failures once per packet: 20 lines a second at most, bursts of 100.
 	loggers := NewLoggerFactory(o.Logger.With("component", "turn"), 20, 100)
 
