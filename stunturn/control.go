@@ -101,11 +101,11 @@ func (t *transport) admit(m *stun.Message, a *allocState) (stun.ErrorCode, strin
 		_, bound := a.channels[number]
 		_, peerBound := a.channelOf[peer]
 		// A refresh, or a number or peer bound to something else (pion answers 400).
-		if !bound && !peerBound && t.s.maxChannels > 0 && len(a.channels) >= t.s.maxChannels {
+		if limit := int(t.s.limits.maxChannels.Load()); !bound && !peerBound && limit > 0 && len(a.channels) >= limit {
 			return stun.CodeInsufficientCapacity, refusedMaxChannels
 		}
 	}
-	if newPerms > 0 && t.s.maxPermissions > 0 && len(a.perms)+newPerms > t.s.maxPermissions {
+	if limit := int(t.s.limits.maxPermissions.Load()); newPerms > 0 && limit > 0 && len(a.perms)+newPerms > limit {
 		return stun.CodeInsufficientCapacity, refusedMaxPermissions
 	}
 	return 0, ""

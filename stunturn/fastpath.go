@@ -29,8 +29,25 @@ type binding struct {
 	peer    netip.AddrPort // canonical (IPv4)
 	relay   *relayConn
 	out     *rawUDP // a listener socket: what the client's packets arrive on
-	allowed bool    // the peer policy's verdict on peer, taken once
-	own     bool    // peer is the server's own address: the verdict is taken per datagram
+	// The peer policy's verdict on peer, taken when the channel is bound and again when the
+	// policy is reloaded; own: peer is the server's own address, so the verdict is taken per
+	// datagram (its ports come and go).
+	allowed, own atomic.Bool
+}
+
+// judge takes the policy's verdict on b's peer.
+func (b *binding) judge(p *peerPolicy) *binding {
+	b.allowed.Store(p.packet(b.peer) == "")
+	b.own.Store(p.portBound(b.peer))
+	return b
+}
+
+// rejudge takes the verdicts of every bound channel again, after the policy changed.
+func (bs *bindings) rejudge(p *peerPolicy) {
+	bs.byClient.Range(func(_, v any) bool {
+		v.(*binding).judge(p)
+		return true
+	})
 }
 
 type bindingKey struct {
@@ -88,7 +105,7 @@ func (bs *bindings) forwardToPeer(b []byte, client netip.AddrPort) bool {
 	if 4+n > len(b) {
 		return true // malformed: dropped, as pion would
 	}
-	if !bd.allowed || (bd.own && bd.relay.policy.packet(bd.peer) != "") {
+	if !bd.allowed.Load() || (bd.own.Load() && bd.relay.policy.packet(bd.peer) != "") {
 		bd.relay.stats.toPeer.dropped.Add(1)
 		return true
 	}
@@ -123,7 +140,7 @@ func (c *relayConn) forwardToClient(buf []byte, n int, from netip.AddrPort) bool
 		return false
 	}
 	b := v.(*binding)
-	if b.own && c.policy.packet(from) != "" {
+	if b.own.Load() && c.policy.packet(from) != "" {
 		c.stats.fromPeer.dropped.Add(1) // another process on this host, inside the relay range
 		return true
 	}

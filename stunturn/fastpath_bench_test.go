@@ -42,7 +42,7 @@ func BenchmarkForwardToPeer(b *testing.B) {
 	relay, out, sink := benchSockets(b)
 	client := netip.MustParseAddrPort("127.0.0.1:40000")
 	var bs bindings
-	bs.add(&binding{client: client, channel: 0x4000, peer: sink, relay: relay, out: out, allowed: true})
+	bs.add((&binding{client: client, channel: 0x4000, peer: sink, relay: relay, out: out}).judge(relay.policy))
 	pkt := make([]byte, 4+172)
 	binary.BigEndian.PutUint16(pkt[0:2], 0x4000)
 	binary.BigEndian.PutUint16(pkt[2:4], 172)
@@ -61,7 +61,7 @@ func BenchmarkForwardToClient(b *testing.B) {
 	relay, out, sink := benchSockets(b)
 	peer := netip.MustParseAddrPort("127.0.0.1:40001")
 	var bs bindings
-	bs.add(&binding{client: sink, channel: 0x4000, peer: peer, relay: relay, out: out, allowed: true})
+	bs.add((&binding{client: sink, channel: 0x4000, peer: peer, relay: relay, out: out}).judge(relay.policy))
 	buf := make([]byte, 4+172)
 	b.ReportAllocs()
 	b.SetBytes(172)

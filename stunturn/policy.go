@@ -3,6 +3,7 @@ package stunturn
 import (
 	"net"
 	"net/netip"
+	"sync/atomic"
 
 	"github.com/icebox-rtc/icebox/credentials"
 )
@@ -41,8 +42,7 @@ const (
 // permission or channel is created (by IP, as pion asks) and again on every packet in both
 // directions (by IP and port), so nothing reaches a denied address even if pion let it through.
 type peerPolicy struct {
-	allowed []netip.Prefix
-	denied  []netip.Prefix
+	lists atomic.Pointer[peerLists] // replaced whole by a reload
 	// own is this server's advertised relay address (public_ip): reachable, but only at the
 	// ports icebox holds as relay sockets at that moment (relays), so a client can talk to
 	// another client's relay and to nothing else on this host, not even another process's
@@ -51,24 +51,33 @@ type peerPolicy struct {
 	relays *portSet
 }
 
+// peerLists are the configured exceptions and the deny-list (built-in plus configured).
+type peerLists struct {
+	allowed, denied []netip.Prefix
+}
+
 func newPeerPolicy(c Config, relays *portSet, own ...netip.Addr) *peerPolicy {
-	allowed, _ := credentials.ParseCIDRs(c.AllowedPeerCIDRs) // validated with the config
-	extra, _ := credentials.ParseCIDRs(c.DeniedPeerCIDRs)
-	p := &peerPolicy{
-		denied: append(append([]netip.Prefix(nil), builtinDenied...), extra...),
-		relays: relays,
-	}
-	for _, a := range allowed {
-		if a.Addr().Is4() { // relays are IPv4: an IPv6 exception could never be used
-			p.allowed = append(p.allowed, a)
-		}
-	}
+	p := &peerPolicy{relays: relays}
+	p.set(c)
 	for _, a := range own {
 		if a = a.Unmap(); a.Is4() && !a.IsUnspecified() {
 			p.own = append(p.own, a)
 		}
 	}
 	return p
+}
+
+// set takes turn.allowed_peer_cidrs and turn.denied_peer_cidrs from c (validated).
+func (p *peerPolicy) set(c Config) {
+	allowed, _ := credentials.ParseCIDRs(c.AllowedPeerCIDRs)
+	extra, _ := credentials.ParseCIDRs(c.DeniedPeerCIDRs)
+	l := &peerLists{denied: append(append([]netip.Prefix(nil), builtinDenied...), extra...)}
+	for _, a := range allowed {
+		if a.Addr().Is4() { // relays are IPv4: an IPv6 exception could never be used
+			l.allowed = append(l.allowed, a)
+		}
+	}
+	p.lists.Store(l)
 }
 
 func contains(ps []netip.Prefix, a netip.Addr) bool {
@@ -90,16 +99,17 @@ func canonical(ip netip.Addr) (netip.Addr, bool) {
 // permit decides a CreatePermission or ChannelBind toward ip. The empty reason means allowed.
 func (p *peerPolicy) permit(ip netip.Addr) string {
 	a, ok := canonical(ip)
+	l := p.lists.Load()
 	switch {
 	case !ok:
 		return refusedIPv6
 	case contains(neverAllowed, a):
 		return refusedDenied
-	case contains(p.allowed, a):
+	case contains(l.allowed, a):
 		return ""
 	case p.isOwn(a):
 		return "" // only to icebox's relay sockets: checked per packet
-	case contains(p.denied, a):
+	case contains(l.denied, a):
 		return refusedDenied
 	}
 	return ""
@@ -108,19 +118,20 @@ func (p *peerPolicy) permit(ip netip.Addr) string {
 // packet decides one datagram to or from peer. The empty reason means it may pass.
 func (p *peerPolicy) packet(peer netip.AddrPort) string {
 	a, ok := canonical(peer.Addr())
+	l := p.lists.Load()
 	switch {
 	case !ok:
 		return refusedIPv6
 	case contains(neverAllowed, a):
 		return refusedDenied
-	case contains(p.allowed, a):
+	case contains(l.allowed, a):
 		return ""
 	case p.isOwn(a):
 		if !p.relays.has(peer.Port()) {
 			return refusedOwnPort
 		}
 		return ""
-	case contains(p.denied, a):
+	case contains(l.denied, a):
 		return refusedDenied
 	}
 	return ""
@@ -131,7 +142,7 @@ func (p *peerPolicy) packet(peer netip.AddrPort) string {
 // verdict on any other peer once per channel binding.
 func (p *peerPolicy) portBound(peer netip.AddrPort) bool {
 	a, ok := canonical(peer.Addr())
-	return ok && !contains(neverAllowed, a) && !contains(p.allowed, a) && p.isOwn(a)
+	return ok && !contains(neverAllowed, a) && !contains(p.lists.Load().allowed, a) && p.isOwn(a)
 }
 
 func (p *peerPolicy) isOwn(a netip.Addr) bool {

@@ -36,16 +36,11 @@ type relayAllocator struct {
 }
 
 func newRelayAllocator(c Config, public netip.Addr, policy *peerPolicy, files *fileBudget, m *metrics, log *slog.Logger) *relayAllocator {
-	total := c.TotalQuota
-	if size := c.RelayPortMax - c.RelayPortMin + 1; total == 0 || total > size {
-		total = size
-	}
-	return &relayAllocator{
+	r := &relayAllocator{
 		bind:       netip.MustParseAddr(c.RelayAddress),
 		public:     public.AsSlice(),
 		min:        c.RelayPortMin,
 		max:        c.RelayPortMax,
-		totalQuota: total,
 		policy:     policy,
 		held:       policy.relays,
 		files:      files,
@@ -54,6 +49,19 @@ func newRelayAllocator(c Config, public netip.Addr, policy *peerPolicy, files *f
 		refusals:   logEvery{interval: 10 * time.Second},
 		conns:      map[int]*relayConn{},
 	}
+	r.setTotalQuota(c.TotalQuota)
+	return r
+}
+
+// setTotalQuota changes turn.total_quota (0: as many as the relay ports); relay sockets above a
+// lowered quota stay until their allocations end.
+func (r *relayAllocator) setTotalQuota(total int) {
+	if size := r.max - r.min + 1; total == 0 || total > size {
+		total = size
+	}
+	r.mu.Lock()
+	r.totalQuota = total
+	r.mu.Unlock()
 }
 
 // Validate is part of turn.RelayAddressGenerator.

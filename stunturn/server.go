@@ -50,7 +50,7 @@ type Options struct {
 type Server struct {
 	log      *slog.Logger
 	secrets  *credentials.Secrets
-	maxTTL   time.Duration
+	limits   limits
 	policy   *peerPolicy
 	relays   *relayAllocator
 	quota    *quotas
@@ -58,9 +58,11 @@ type Server struct {
 	metrics  *metrics
 	draining atomic.Bool
 
-	maxPermissions, maxChannels int
-	idle                        idleStreams // TCP and TLS connections without an allocation
-	shedLog                     logEvery    // connections closed for the file budget, logged once a while
+	idle    idleStreams // TCP and TLS connections without an allocation
+	shedLog logEvery    // connections closed for the file budget, logged once a while
+
+	mu  sync.Mutex
+	cfg Config // the running configuration, for reloads
 
 	idleTimeout, handshakeTimeout time.Duration
 
@@ -81,19 +83,18 @@ func New(c Config, o Options) (*Server, error) {
 	s := &Server{
 		log:     o.Logger,
 		secrets: o.Secrets,
-		maxTTL:  o.MaxTTL,
 		quota:   &quotas{limit: c.UserQuota, n: map[string]int{}},
+		cfg:     c,
 		files:   newFileBudget(o.MaxFiles),
 		metrics: newMetrics(o.Registry),
 		done:    make(chan struct{}),
 
-		maxPermissions: c.MaxPermissions,
-		maxChannels:    c.MaxChannels,
-		shedLog:        logEvery{interval: 10 * time.Second},
+		shedLog: logEvery{interval: 10 * time.Second},
 
 		idleTimeout:      cmp.Or(o.IdleTimeout, defaultIdleTimeout),
 		handshakeTimeout: cmp.Or(o.HandshakeTimeout, defaultHandshakeTimeout),
 	}
+	s.limits.set(c, o.MaxTTL)
 	s.policy = newPeerPolicy(c, &portSet{}, o.PublicIP)
 	s.relays = newRelayAllocator(c, o.PublicIP, s.policy, s.files, s.metrics, o.Logger)
 	o.Registry.MustRegister(newRelayCollector(s.relays))
@@ -177,6 +178,79 @@ func New(c Config, o Options) (*Server, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// limits are the turn keys (and credentials.max_ttl) read per request, changed in place by a
+// reload.
+type limits struct {
+	maxTTL                      atomic.Int64 // a time.Duration
+	maxPermissions, maxChannels atomic.Int64
+}
+
+func (l *limits) set(c Config, maxTTL time.Duration) {
+	l.maxTTL.Store(int64(maxTTL))
+	l.maxPermissions.Store(int64(c.MaxPermissions))
+	l.maxChannels.Store(int64(c.MaxChannels))
+}
+
+// Reload applies what can change while icebox runs: user_quota, total_quota, max_permissions,
+// max_channels, the peer lists, and maxTTL (credentials.max_ttl). Nothing open is closed:
+// lowered quotas and limits refuse only what comes next, and the bound channels are judged
+// again by the new peer lists, so a newly denied peer gets no more datagrams (pion's path checks
+// every datagram anyway). The keys RestartKeys names keep their running value.
+func (s *Server) Reload(c Config, maxTTL time.Duration) error {
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.limits.set(c, maxTTL)
+	s.quota.setLimit(c.UserQuota)
+	s.relays.setTotalQuota(c.TotalQuota)
+	s.policy.set(c)
+	for _, t := range s.transports {
+		if t.fast != nil {
+			t.fast.rejudge(s.policy)
+		}
+	}
+	running := s.cfg // the keys of RestartKeys keep their running values
+	s.cfg = c
+	s.cfg.Realm, s.cfg.UDPListen, s.cfg.TCPListen, s.cfg.TLSListen = running.Realm, running.UDPListen, running.TCPListen, running.TLSListen
+	s.cfg.UDPSockets, s.cfg.RelayAddress = running.UDPSockets, running.RelayAddress
+	s.cfg.RelayPortMin, s.cfg.RelayPortMax = running.RelayPortMin, running.RelayPortMax
+	return nil
+}
+
+// RunningConfig is the running configuration: the last reload's, with the keys that need a restart as
+// they were at start.
+func (s *Server) RunningConfig() Config {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg
+}
+
+// RestartKeys names the keys (without the turn. prefix) whose change from old to c takes effect
+// only after a restart: the listeners, their sockets, and the relay port range and address.
+func RestartKeys(old, c Config) []string {
+	var keys []string
+	for _, k := range []struct {
+		key     string
+		changed bool
+	}{
+		{"realm", old.Realm != c.Realm},
+		{"udp_listen", old.UDPListen != c.UDPListen},
+		{"tcp_listen", old.TCPListen != c.TCPListen},
+		{"tls_listen", old.TLSListen != c.TLSListen},
+		{"udp_sockets", old.UDPSockets != c.UDPSockets},
+		{"relay_address", old.RelayAddress != c.RelayAddress},
+		{"relay_port_min", old.RelayPortMin != c.RelayPortMin},
+		{"relay_port_max", old.RelayPortMax != c.RelayPortMax},
+	} {
+		if k.changed {
+			keys = append(keys, k.key)
+		}
+	}
+	return keys
 }
 
 // Serve blocks until Shutdown: pion serves on its own goroutines.

@@ -162,8 +162,7 @@ func (t *transport) onChannelCreated(src, _ net.Addr, _, _, _ string, relayAddr,
 	if rc == nil {
 		return
 	}
-	t.fast.add(&binding{client: client, channel: channel, peer: to, relay: rc, out: t.out,
-		allowed: t.s.policy.packet(to) == "", own: t.s.policy.portBound(to)})
+	t.fast.add((&binding{client: client, channel: channel, peer: to, relay: rc, out: t.out}).judge(t.s.policy))
 }
 
 // onChannelDeleted forgets a channel and takes it off the fast path.
@@ -195,10 +194,10 @@ func (t *transport) permissionHandler(src net.Addr, peer net.IP) bool {
 		ip = ip.Unmap()
 		reason = t.s.policy.permit(ip)
 	}
-	if reason == "" && t.s.maxPermissions > 0 {
+	if limit := int(t.s.limits.maxPermissions.Load()); reason == "" && limit > 0 {
 		t.mu.Lock()
 		if a := t.allocs[src.String()]; a != nil {
-			if _, has := a.perms[ip]; !has && len(a.perms) >= t.s.maxPermissions {
+			if _, has := a.perms[ip]; !has && len(a.perms) >= limit {
 				reason = refusedMaxPermissions
 			}
 		}

@@ -215,7 +215,13 @@ func certificatePEM(t testing.TB) (certPEM, keyPEM []byte) {
 // and returns its address and a channel that yields what it receives.
 func Echo(t testing.TB) (*net.UDPAddr, <-chan []byte) {
 	t.Helper()
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	return EchoOn(t, netip.MustParseAddr("127.0.0.1"))
+}
+
+// EchoOn is Echo on another loopback address, such as 127.0.0.2.
+func EchoOn(t testing.TB, ip netip.Addr) (*net.UDPAddr, <-chan []byte) {
+	t.Helper()
+	conn, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, 0)))
 	if err != nil {
 		t.Fatal(err)
 	}
