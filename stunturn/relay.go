@@ -37,17 +37,17 @@ type relayAllocator struct {
 
 func newRelayAllocator(c Config, public netip.Addr, policy *peerPolicy, files *fileBudget, m *metrics, log *slog.Logger) *relayAllocator {
 	r := &relayAllocator{
-		bind:       netip.MustParseAddr(c.RelayAddress),
-		public:     public.AsSlice(),
-		min:        c.RelayPortMin,
-		max:        c.RelayPortMax,
-		policy:     policy,
-		held:       policy.relays,
-		files:      files,
-		metrics:    m,
-		log:        log,
-		refusals:   logEvery{interval: 10 * time.Second},
-		conns:      map[int]*relayConn{},
+		bind:     netip.MustParseAddr(c.RelayAddress),
+		public:   public.AsSlice(),
+		min:      c.RelayPortMin,
+		max:      c.RelayPortMax,
+		policy:   policy,
+		held:     policy.relays,
+		files:    files,
+		metrics:  m,
+		log:      log,
+		refusals: logEvery{interval: 10 * time.Second},
+		conns:    map[int]*relayConn{},
 	}
 	r.setTotalQuota(c.TotalQuota)
 	return r
