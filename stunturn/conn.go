@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -365,6 +366,9 @@ func (c *streamConn) Close() error {
 	}
 	c.t.s.idle.remove(c)
 	err := c.Conn.Close()
+	if err != nil && strings.HasPrefix(err.Error(), "tls: failed to send closeNotify alert") {
+		err = nil // the client went first; the connection is closed all the same (crypto/tls)
+	}
 	c.done(c.cur.Load())
 	c.t.mu.Lock()
 	if c.t.streams[c.key] == c {
