@@ -33,11 +33,11 @@ type packetConn struct {
 // newPacketConn wraps a listening socket of transport t.
 func newPacketConn(pc net.PacketConn, t *transport) *packetConn {
 	c := &packetConn{PacketConn: pc, t: t}
-	if u, ok := pc.(*net.UDPConn); ok && t.fast != nil {
+	if u, ok := pc.(*net.UDPConn); ok {
 		if raw, err := newRawUDP(u); err == nil {
 			c.raw = raw
 			c.loop = newReadLoop(raw, listenBatch, listenBatch, 0, relayMTU, func(b []byte, n int, from netip.AddrPort) bool {
-				return !t.fast.forwardToPeer(b[:n], from)
+				return !t.fast.fromClient(b[:n], from)
 			})
 		}
 	}
@@ -218,6 +218,7 @@ func (q *idleStreams) oldest() *streamConn {
 // track wraps an accepted connection and remembers it. Its idle timeout runs from now.
 func (t *transport) track(c net.Conn) *streamConn {
 	sc := &streamConn{Conn: c, t: t, key: c.RemoteAddr().String(), r: bufio.NewReaderSize(c, 4096)}
+	sc.client, _ = addrPort(c.RemoteAddr())
 	sc.setAllocated(false)
 	t.mu.Lock()
 	t.streams[sc.key] = sc
@@ -246,6 +247,7 @@ type streamConn struct {
 	net.Conn
 	t         *transport
 	key       string
+	client    netip.AddrPort // the fast path's key
 	r         *bufio.Reader
 	frame     []byte
 	handshook bool
@@ -278,6 +280,9 @@ func (c *streamConn) Read(p []byte) (int, error) {
 		frame, err := c.readFrame()
 		if err != nil {
 			return 0, err
+		}
+		if c.t.fast.fromClient(frame, c.client) {
+			continue // relayed on the fast path
 		}
 		if len(frame) >= len(p) {
 			continue // larger than pion reads: it would drop it as truncated anyway
@@ -342,6 +347,13 @@ func (c *streamConn) readFrame() ([]byte, error) {
 		return nil, err
 	}
 	return c.frame, nil
+}
+
+// send writes a message for the client (the fast path's clientOut): one Write, so that it never
+// interleaves with pion's.
+func (c *streamConn) send(b []byte, _ netip.AddrPort) error {
+	_, err := c.Conn.Write(b)
+	return err
 }
 
 // Write sends for pion; a response to the request in flight finishes it, before it goes out.

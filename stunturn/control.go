@@ -122,18 +122,18 @@ func (t *transport) refresh(r *request, m *stun.Message, a *allocState) answer {
 	}
 	first := !a.closing
 	a.closing = true
-	port, user := a.relayPort, a.quotaUser
+	rc, user := a.relay, a.quotaUser
 	t.mu.Unlock()
 	ans := answer{b: respond(m, stun.ClassSuccessResponse, r.key, stun.RawAttribute{Type: stun.AttrLifetime, Length: 4, Value: []byte{0, 0, 0, 0}})}
 	if first {
-		// Gone for the client from here: its quota slot and the gauge now, its relay socket
-		// and port right after the answer.
+		// Gone for the client from here, before the answer: its quota slot, the gauge, the
+		// fast path, its relay port. The socket closes after the answer, on a goroutine of its
+		// own: the close waits for the relay's reader, which then runs pion's teardown.
+		t.detach(a)
 		t.s.quota.release(user)
 		t.s.metrics.allocations.WithLabelValues(t.name).Dec()
-		ans.then = func() {
-			if rc := t.s.relays.conn(port); rc != nil {
-				_ = rc.Close()
-			}
+		if rc != nil && rc.retire() {
+			ans.then = func() { go func() { _ = rc.raw.close() }() }
 		}
 	}
 	return ans

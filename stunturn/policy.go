@@ -154,15 +154,22 @@ func (p *peerPolicy) isOwn(a netip.Addr) bool {
 	return false
 }
 
-// addrPort converts what pion hands over (a *net.UDPAddr) without allocating.
+// addrPort converts what pion hands over (a *net.UDPAddr, or a *net.TCPAddr for a client over
+// TCP or TLS) without allocating.
 func addrPort(addr net.Addr) (netip.AddrPort, bool) {
-	u, ok := addr.(*net.UDPAddr)
-	if !ok {
+	var ipb net.IP
+	var port int
+	switch a := addr.(type) {
+	case *net.UDPAddr:
+		ipb, port = a.IP, a.Port
+	case *net.TCPAddr:
+		ipb, port = a.IP, a.Port
+	default:
 		return netip.AddrPort{}, false
 	}
-	ip, ok := netip.AddrFromSlice(u.IP)
-	if !ok || u.Port < 0 || u.Port > 65535 {
+	ip, ok := netip.AddrFromSlice(ipb)
+	if !ok || port < 0 || port > 65535 {
 		return netip.AddrPort{}, false
 	}
-	return netip.AddrPortFrom(ip, uint16(u.Port)), true
+	return netip.AddrPortFrom(ip, uint16(port)), true
 }

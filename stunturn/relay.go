@@ -136,9 +136,9 @@ func (r *relayAllocator) bindPort(port int) (net.PacketConn, net.Addr, error) {
 		_ = conn.Close()
 		return nil, nil, err
 	}
-	rc := &relayConn{UDPConn: conn, raw: raw, alloc: r, port: port, policy: r.policy, metrics: r.metrics}
+	rc := &relayConn{UDPConn: conn, raw: raw, alloc: r, port: port, policy: r.policy, metrics: r.metrics, txSalt: newTxSalt()}
 	rc.stats.created = time.Now()
-	rc.loop = newReadLoop(raw, 1, relayBatch, 4, relayMTU, rc.fromPeer)
+	rc.loop = newReadLoop(raw, 1, relayBatch, relayHeadroom, relayMTU, rc.fromPeer)
 	r.conns[port] = rc
 	r.held.add(uint16(port))
 	return rc, &net.UDPAddr{IP: r.public, Port: port}, nil
@@ -156,6 +156,19 @@ func (r *relayAllocator) release(c *relayConn) {
 	st := &c.stats
 	r.metrics.lifetime.Observe(time.Since(st.created).Seconds())
 	r.metrics.allocationBytes.Observe(float64(st.toPeer.bytes.Load() + st.fromPeer.bytes.Load()))
+}
+
+// each calls f for every open relay socket.
+func (r *relayAllocator) each(f func(*relayConn)) {
+	r.mu.Lock()
+	conns := make([]*relayConn, 0, len(r.conns))
+	for _, c := range r.conns {
+		conns = append(conns, c)
+	}
+	r.mu.Unlock()
+	for _, c := range conns {
+		f(c)
+	}
 }
 
 // totals is what every relay socket, closed or open, has relayed so far.
@@ -197,13 +210,19 @@ type relayConn struct {
 	metrics *metrics
 	closed  atomic.Bool
 
-	// The fast path (fastpath.go): raw socket I/O, reading with room for the ChannelData
-	// header in front of each datagram, and the bound channels by peer. Only pion's reading
-	// goroutine of the allocation reads.
+	// The fast path (fastpath.go): raw socket I/O, reading with room for a ChannelData or
+	// Data indication header in front of each datagram; the client to send to, the bound
+	// channels by peer and the permitted peer IPs. Only pion's reading goroutine of the
+	// allocation reads.
 	raw    *rawUDP
 	loop   *readLoop
+	route  atomic.Pointer[route]
 	peers  sync.Map // netip.AddrPort -> *binding: the bound channels of this relay by peer
 	npeers atomic.Int64
+	perms  sync.Map // netip.Addr -> *verdict: the peer IPs with a permission
+	nperms atomic.Int64
+	txid   atomic.Uint64 // Data indications' transaction IDs: a count and a random salt
+	txSalt uint32
 	stats  relayStats
 }
 
@@ -229,8 +248,8 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	return copy(p, data), net.UDPAddrFromAddrPort(netip.AddrPortFrom(from.Addr().Unmap(), from.Port())), nil
 }
 
-// fromPeer handles one datagram read into b[4:4+n]: relayed to the client of a bound channel,
-// dropped by the peer policy, or kept for pion (true).
+// fromPeer handles one datagram read into b[relayHeadroom:relayHeadroom+n]: relayed to the
+// client (fast path), dropped by the peer policy, or kept for pion (true).
 func (c *relayConn) fromPeer(b []byte, n int, from netip.AddrPort) bool {
 	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 	if c.forwardToClient(b, n, from) {
@@ -244,10 +263,11 @@ func (c *relayConn) fromPeer(b []byte, n int, from netip.AddrPort) bool {
 	return true
 }
 
-// WriteTo sends p to an allowed peer; to any other address it sends nothing.
+// WriteTo sends p to an allowed peer (a UDP address); to any other address it sends nothing.
 func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	_, udp := addr.(*net.UDPAddr)
 	to, ok := addrPort(addr)
-	if !ok || c.policy.packet(to) != "" {
+	if !ok || !udp || c.policy.packet(to) != "" {
 		c.stats.toPeer.dropped.Add(1)
 		return len(p), nil
 	}
@@ -262,10 +282,20 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 // icebox closes the socket of an allocation it deletes (Refresh with lifetime 0), and pion
 // closes it again when it tears the allocation down.
 func (c *relayConn) Close() error {
-	if !c.closed.CompareAndSwap(false, true) {
+	if !c.retire() {
 		return nil
 	}
-	err := c.raw.close()
+	return c.raw.close()
+}
+
+// retire gives the socket's port, quota slot and file budget back, once, ahead of closing it:
+// a deleted allocation's port is free before its deletion is answered, and the socket closes
+// after (a close waits for the socket's reader, on whose goroutine pion then tears the
+// allocation down).
+func (c *relayConn) retire() bool {
+	if !c.closed.CompareAndSwap(false, true) {
+		return false
+	}
 	c.alloc.release(c)
-	return err
+	return true
 }

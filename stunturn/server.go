@@ -129,9 +129,6 @@ func New(c Config, o Options) (*Server, error) {
 	var err error
 	if len(o.UDP) > 0 {
 		t := newTransport("udp", s)
-		if _, ok := o.UDP[0].(*net.UDPConn); ok {
-			t.fast = &bindings{}
-		}
 		sc := config(t)
 		for _, pc := range o.UDP {
 			c := newPacketConn(pc, t)
@@ -209,10 +206,9 @@ func (s *Server) Reload(c Config, maxTTL time.Duration) error {
 	s.relays.setTotalQuota(c.TotalQuota)
 	s.policy.set(c)
 	for _, t := range s.transports {
-		if t.fast != nil {
-			t.fast.rejudge(s.policy)
-		}
+		t.fast.rejudge(s.policy)
 	}
+	s.relays.each((*relayConn).rejudgePermissions)
 	running := s.cfg // the keys of RestartKeys keep their running values
 	s.cfg = c
 	s.cfg.Realm, s.cfg.UDPListen, s.cfg.TCPListen, s.cfg.TLSListen = running.Realm, running.UDPListen, running.TCPListen, running.TLSListen
