@@ -31,10 +31,13 @@ test: deps ## Every test, as CI runs it: gofmt check, go vet, go test -race
 	$(GO) vet ./...
 	$(GO) test -race -timeout 14m ./...
 
-bench: build deps ## icebox against coturn on this machine: writes BENCHMARKS.md (about 20 minutes)
+COTURN ?= turnserver
+
+bench: build deps ## icebox against coturn (COTURN=/path/to/turnserver, default Debian's) and a Node ws relay: writes BENCHMARKS.md (about 35 minutes)
 	$(GO) build -o bin/icebench ./cmd/icebench
+	cd bench/signal-node && npm ci --no-audit --no-fund
 	$(GO) test -run '^$$' -bench . -benchmem ./stunturn/ | grep -E '^(Benchmark|goos|goarch|cpu)' > bin/micro.txt
-	bin/icebench compare -icebox bin/icebox -coturn turnserver -rounds 5 -micro bin/micro.txt -profile-dir bin -out BENCHMARKS.md
+	bin/icebench compare -icebox bin/icebox -coturn $(COTURN) -rounds 5 -micro bin/micro.txt -profile-dir bin -out BENCHMARKS.md
 
 bench-nodes: build ## Cross-node signaling latency: one redis-server, two icebox nodes, icebench signal -url2 (RATE=1000)
 	$(GO) build -o bin/icebench ./cmd/icebench

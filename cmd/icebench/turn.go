@@ -31,6 +31,7 @@ type turnOptions struct {
 	mode                    string
 	floodChannels           int
 	floodTime               time.Duration
+	indications             bool
 	json                    bool
 	label                   string
 }
@@ -52,6 +53,7 @@ func (o *turnOptions) register(fs *flag.FlagSet) {
 		"flood (echo load while one more client binds -flood-channels channels and deletes its allocation)")
 	fs.IntVar(&o.floodChannels, "flood-channels", 4096, "channel numbers the flood tries, from 0x4000 up (4096: all of RFC 8656's)")
 	fs.DurationVar(&o.floodTime, "flood-time", 30*time.Second, "the flood stops binding after this long (a server with quadratic channel lookups takes minutes)")
+	fs.BoolVar(&o.indications, "indications", false, "echo: relay with Send and Data indications after a CreatePermission, as Firefox does, instead of ChannelData")
 	fs.BoolVar(&o.json, "json", false, "print JSON")
 	fs.StringVar(&o.label, "label", "", "a name for the server in the output")
 }
@@ -61,6 +63,7 @@ type turnResult struct {
 	Label              string       `json:"label,omitempty"`
 	Mode               string       `json:"mode"`
 	Transport          string       `json:"transport"`
+	Indications        bool         `json:"indications,omitempty"`
 	Allocations        int          `json:"allocations"`
 	Rate               int          `json:"rate_per_allocation"`
 	Size               int          `json:"size"`
@@ -107,8 +110,12 @@ func (r turnResult) String() string {
 				s += " flood error: " + f.ErrorMessage + ";"
 			}
 		}
-		s += fmt.Sprintf(" x %d pps x %d B over %s: offered %.0f pps, delivered %.0f pps, loss %.3f%%, RTT p50 %.2f ms p99 %.2f ms",
-			r.Rate, r.Size, r.Transport, r.OfferedPerSec, r.DeliveredPerSec, 100*r.Loss, r.RTTP50ms, r.RTTP99ms)
+		framing := "ChannelData"
+		if r.Indications {
+			framing = "Send/Data indications"
+		}
+		s += fmt.Sprintf(" x %d pps x %d B over %s (%s): offered %.0f pps, delivered %.0f pps, loss %.3f%%, RTT p50 %.2f ms p99 %.2f ms",
+			r.Rate, r.Size, r.Transport, framing, r.OfferedPerSec, r.DeliveredPerSec, 100*r.Loss, r.RTTP50ms, r.RTTP99ms)
 		if r.CPUPerPacketUs > 0 {
 			s += fmt.Sprintf(", server %.2f µs CPU per relayed packet (%.2f cores), RSS %d KiB", r.CPUPerPacketUs, r.ServerCPU, r.RSSKiB)
 		}
@@ -245,7 +252,8 @@ const benchChannel = 0x4000
 
 // runTurn runs one TURN scenario.
 func runTurn(o *turnOptions) (turnResult, error) {
-	res := turnResult{Label: o.label, Mode: o.mode, Transport: o.transport, Allocations: o.allocations, Rate: o.rate, Size: o.size}
+	res := turnResult{Label: o.label, Mode: o.mode, Transport: o.transport, Allocations: o.allocations, Rate: o.rate, Size: o.size,
+		Indications: o.indications}
 	switch o.mode {
 	case "alloc":
 		cpu0 := cpuSeconds(o.pid)
@@ -277,6 +285,9 @@ func runTurn(o *turnOptions) (turnResult, error) {
 	}
 	defer peer.close()
 	conns, _, errs := allocateAll(o, o.allocations, func(c *turnConn, _ int) error {
+		if o.indications {
+			return c.createPermission(peer.addr())
+		}
 		return c.channelBind(benchChannel, peer.addr())
 	})
 	res.Errors = errs
@@ -298,11 +309,9 @@ func runTurn(o *turnOptions) (turnResult, error) {
 		wg.Add(2)
 		go func() { // sender
 			defer wg.Done()
-			pkt := make([]byte, 4+((o.size+3)&^3))
-			binary.BigEndian.PutUint16(pkt[0:2], benchChannel)
-			binary.BigEndian.PutUint16(pkt[2:4], uint16(o.size))
-			if !c.stream {
-				pkt = pkt[:4+o.size]
+			pkt, stamp := channelDataPacket(o.size, c.stream)
+			if o.indications {
+				pkt, stamp = sendIndicationPacket(o.size, peer.addr())
 			}
 			// Spread the allocations' phases over one interval.
 			time.Sleep(time.Duration(i) * interval / time.Duration(len(conns)))
@@ -315,7 +324,7 @@ func runTurn(o *turnOptions) (turnResult, error) {
 				case <-tick.C:
 				}
 				now := time.Since(epoch).Nanoseconds()
-				binary.BigEndian.PutUint64(pkt[4:12], uint64(now))
+				binary.BigEndian.PutUint64(pkt[stamp:stamp+8], uint64(now))
 				if _, err := c.conn.Write(pkt); err != nil {
 					return
 				}
@@ -332,10 +341,11 @@ func runTurn(o *turnOptions) (turnResult, error) {
 				if err != nil {
 					return
 				}
-				if n < 12 || binary.BigEndian.Uint16(buf[0:2]) != benchChannel {
+				data, ok := relayedData(buf[:n])
+				if !ok || len(data) < 8 {
 					continue
 				}
-				at := int64(binary.BigEndian.Uint64(buf[4:12]))
+				at := int64(binary.BigEndian.Uint64(data[0:8]))
 				if a, b := t0.Load(), t1.Load(); a != 0 && at >= a && (b == 0 || at < b) {
 					recv.Add(1)
 					rtts[i] = append(rtts[i], float64(time.Since(epoch).Nanoseconds()-at)/1e6)
@@ -444,4 +454,53 @@ func flood(o *turnOptions, peer netip.AddrPort, index int) *floodResult {
 	}
 	r.DeleteMs = float64(time.Since(start).Microseconds()) / 1000
 	return r
+}
+
+// channelDataPacket is a ChannelData message of size bytes on benchChannel (padded on streams),
+// and where its timestamp goes.
+func channelDataPacket(size int, stream bool) ([]byte, int) {
+	pkt := make([]byte, 4+((size+3)&^3))
+	binary.BigEndian.PutUint16(pkt[0:2], benchChannel)
+	binary.BigEndian.PutUint16(pkt[2:4], uint16(size))
+	if !stream {
+		pkt = pkt[:4+size]
+	}
+	return pkt, 4
+}
+
+// sendIndicationPacket is a Send indication of size bytes to peer, and where its timestamp
+// goes (the start of its DATA).
+func sendIndicationPacket(size int, peer netip.AddrPort) ([]byte, int) {
+	xpa := &stun.XORMappedAddress{IP: peer.Addr().AsSlice(), Port: int(peer.Port())}
+	m, err := stun.Build(stun.TransactionID, stun.NewType(stun.MethodSend, stun.ClassIndication), peerAttr{xpa},
+		rawAttr{stun.AttrData, make([]byte, size)})
+	if err != nil {
+		panic(err) // fixed attributes: cannot fail
+	}
+	return m.Raw, len(m.Raw) - ((size + 3) &^ 3)
+}
+
+// relayedData is the payload of a ChannelData message on benchChannel or of a Data indication.
+func relayedData(b []byte) ([]byte, bool) {
+	if len(b) >= 4 && b[0]&0xC0 == 0x40 {
+		n := int(binary.BigEndian.Uint16(b[2:4]))
+		if binary.BigEndian.Uint16(b[0:2]) != benchChannel || 4+n > len(b) {
+			return nil, false
+		}
+		return b[4 : 4+n], true
+	}
+	if len(b) < 20 || binary.BigEndian.Uint16(b[0:2]) != 0x0017 { // Data indication
+		return nil, false
+	}
+	for p := 20; p+4 <= len(b); {
+		t, l := binary.BigEndian.Uint16(b[p:p+2]), int(binary.BigEndian.Uint16(b[p+2:p+4]))
+		if p+4+l > len(b) {
+			return nil, false
+		}
+		if t == uint16(stun.AttrData) {
+			return b[p+4 : p+4+l], true
+		}
+		p += 4 + (l+3)&^3
+	}
+	return nil, false
 }

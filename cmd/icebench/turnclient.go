@@ -179,6 +179,13 @@ func (c *turnConn) channelBind(channel uint16, peer netip.AddrPort) error {
 	return err
 }
 
+// createPermission asks for a permission toward peer's IP (for Send indications).
+func (c *turnConn) createPermission(peer netip.AddrPort) error {
+	xpa := &stun.XORMappedAddress{IP: peer.Addr().AsSlice(), Port: int(peer.Port())}
+	_, err := c.authenticated(stun.MethodCreatePermission, peerAttr{xpa})
+	return err
+}
+
 type peerAttr struct{ a *stun.XORMappedAddress }
 
 func (p peerAttr) AddTo(m *stun.Message) error { return p.a.AddToAs(m, stun.AttrXORPeerAddress) }
