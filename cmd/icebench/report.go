@@ -131,7 +131,9 @@ func writeReport(o *compareOptions, res roundResults, commands []string) string 
 		p("Clients in rooms of 4; under load every client signals the next one of its room. CPU per\n")
 		p("delivered message is the server's user+system time over the messages delivered.\n\n")
 		p("| scenario | metric | icebox | node ws | icebox/node | target | met |\n|---|---|---|---|---|---|---|\n")
-		mem := func(rs []signalResult) float64 { return median(pickS(rs, func(r signalResult) float64 { return r.RSSPerConnKiB })) }
+		mem := func(rs []signalResult) float64 {
+			return median(pickS(rs, func(r signalResult) float64 { return r.RSSPerConnKiB }))
+		}
 		conns := 0
 		if len(res.signal) > 0 {
 			conns = res.signal[0].Clients
@@ -144,8 +146,12 @@ func writeReport(o *compareOptions, res roundResults, commands []string) string 
 		if len(res.latency) > 0 {
 			rate = res.latency[0].Rate
 		}
-		p99 := func(rs []signalResult) float64 { return median(pickS(rs, func(r signalResult) float64 { return r.LatencyP99ms })) }
-		p50 := func(rs []signalResult) float64 { return median(pickS(rs, func(r signalResult) float64 { return r.LatencyP50ms })) }
+		p99 := func(rs []signalResult) float64 {
+			return median(pickS(rs, func(r signalResult) float64 { return r.LatencyP99ms }))
+		}
+		p50 := func(rs []signalResult) float64 {
+			return median(pickS(rs, func(r signalResult) float64 { return r.LatencyP50ms }))
+		}
 		delivered := func(rs []signalResult) float64 {
 			return median(pickS(rs, func(r signalResult) float64 { return r.DeliveredPerSec }))
 		}
