@@ -158,6 +158,13 @@ func (r *relayAllocator) release(c *relayConn) {
 	r.metrics.allocationBytes.Observe(float64(st.toPeer.bytes.Load() + st.fromPeer.bytes.Load()))
 }
 
+// capacity is the number of relay sockets allowed (turn.total_quota, or the port range).
+func (r *relayAllocator) capacity() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.totalQuota
+}
+
 // each calls f for every open relay socket.
 func (r *relayAllocator) each(f func(*relayConn)) {
 	r.mu.Lock()

@@ -97,7 +97,10 @@ func New(c Config, o Options) (*Server, error) {
 	s.limits.set(c, o.MaxTTL)
 	s.policy = newPeerPolicy(c, &portSet{}, o.PublicIP)
 	s.relays = newRelayAllocator(c, o.PublicIP, s.policy, s.files, s.metrics, o.Logger)
-	o.Registry.MustRegister(newRelayCollector(s.relays))
+	o.Registry.MustRegister(newRelayCollector(s.relays), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "icebox_turn_relay_capacity",
+		Help: "Relay sockets this node may hold: turn.total_quota, or the size of the relay port range (the allocations past it get 508).",
+	}, func() float64 { return float64(s.relays.capacity()) }))
 	// pion logs some failures once per packet: 20 lines a second at most, bursts of 100.
 	loggers := NewLoggerFactory(o.Logger.With("component", "turn"), 20, 100)
 
