@@ -11,7 +11,7 @@ HELM_VERSION          := v3.22.0
 export PATH := $(GOBIN):$(PATH)
 
 # What the tests run besides Go, as COMMAND:DEBIAN_PACKAGE[:SERVICE_TO_KEEP_STOPPED].
-TEST_DEPS := turnutils_uclient:coturn:coturn chromium:chromium systemd-analyze:systemd redis-server:redis-server:redis-server
+TEST_DEPS := turnutils_uclient:coturn:coturn chromium:chromium systemd-analyze:systemd redis-server:redis-server:redis-server promtool:prometheus:prometheus
 
 .PHONY: help build test deps bench bench-nodes lint screenshot
 
