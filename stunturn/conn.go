@@ -71,7 +71,7 @@ func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		v, r, ans := c.t.inspect(from, p[:n])
 		if v == reply {
 			if ans.b != nil {
-				_, _ = c.PacketConn.WriteTo(ans.b, from)
+				_, _ = c.WriteTo(ans.b, from) // no request in flight: straight to the socket
 			}
 			ans.done()
 			continue
