@@ -58,5 +58,5 @@ func Register(mux *http.ServeMux) {
 	mux.Handle("GET /{$}", serve(load("index.html", "text/html; charset=utf-8", false)))
 	mux.Handle("GET /demo/demo.js", serve(load("demo.js", "text/javascript; charset=utf-8", false)))
 	mux.Handle("GET /demo/demo.css", serve(load("demo.css", "text/css; charset=utf-8", false)))
-	mux.Handle("GET /sdk/icebox.js", serve(load("icebox.js", "text/javascript; charset=utf-8", true)))
+	mux.Handle("GET /sdk/icebox.js", serve(load("sdk/icebox.js", "text/javascript; charset=utf-8", true)))
 }
