@@ -79,9 +79,9 @@ const (
 		})) : null,
 		status: document.getElementById('status')?.textContent,
 		peer: window.demo?.call?.peerId, state: window.demo?.call?.state,
-		peers: window.demo?.call ? [...window.demo.call.peers.values()].map(p => ({id: p.id, polite: p.polite,
+		peers: window.demo?.call ? [...window.demo.call.peers.values()].map(p => ({id: p.id, polite: p._polite,
 			signaling: p.pc.signalingState, connection: p.pc.connectionState, ice: p.pc.iceConnectionState,
-			gathering: p.pc.iceGatheringState, gen: p.gen, remoteGen: p.remoteGen})) : null,
+			gathering: p.pc.iceGatheringState, gen: p._gen, remoteGen: p._remoteGen, offerer: p._offerer, restarts: p.restarts})) : null,
 		log: [...document.querySelectorAll('#messages li')].map(li => li.textContent),
 		trace: window.demo?.call?.trace,
 	}))()`
@@ -241,11 +241,11 @@ func TestDemoScreenShare(t *testing.T) {
 		window.demo.call.shareTrack(window.canvasTrack);
 		return true;
 	})()`)
-	a.wait("the canvas sent in place of the camera", `[...window.demo.call.peers.values()].every(p => p.videoSender.track === window.canvasTrack)`)
+	a.wait("the canvas sent in place of the camera", `[...window.demo.call.peers.values()].every(p => p._senders.video.track === window.canvasTrack)`)
 	a.wait("the share button to say so", `document.getElementById('share').textContent === 'Stop sharing'`)
 	b.framesGrow(1)                                                               // Bob keeps receiving, now the canvas
 	eval[bool](a, `(window.canvasTrack.dispatchEvent(new Event('ended')), true)`) // the user stops sharing
-	a.wait("the camera back", `[...window.demo.call.peers.values()].every(p => p.videoSender.track === window.demo.call.stream.getVideoTracks()[0])`)
+	a.wait("the camera back", `[...window.demo.call.peers.values()].every(p => p._senders.video.track === window.demo.call.stream.getVideoTracks()[0])`)
 	b.framesGrow(1)
 }
 
@@ -262,7 +262,7 @@ func TestDemoJWT(t *testing.T) {
 		t.Fatal(err)
 	}
 	ok := openTab(t, browser, base+"/?room=jwt&policy=relay&name=Ada&token="+tok)
-	ok.wait("joined", `window.demo && window.demo.call && window.demo.call.joined`)
+	ok.wait("joined", `window.demo && window.demo.call && window.demo.call.state === 'connected'`)
 	refused := openTab(t, browser, base+"/?room=jwt&policy=relay&name=Eve")
 	refused.wait("an error", `window.demo && window.demo.error`)
 	if code := eval[string](refused, `window.demo.error.code`); code != "unauthorized" {

@@ -1,110 +1,209 @@
-// icebox browser SDK: mesh calls through an icebox server.
+/// <reference types="./icebox.d.ts" />
+// icebox browser SDK: 1:1 and mesh calls through an icebox server. Types: icebox.d.ts beside
+// this file (/sdk/icebox.d.ts). The whole API is documented in icebox's README ("Browser SDK").
 //
 //   import { join } from '/sdk/icebox.js';
-//   const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
-//   const call = await join('https://icebox.example.com', { room: 'team', stream, meta: { name: 'Ada' } });
-//   call.addEventListener('track', (e) => attach(e.detail.peer, e.detail.streams[0]));
+//   const call = await join('https://icebox.example.com', { room: 'team', audio: true, video: true });
+//   call.addEventListener('track', (e) => attach(e.detail.peer, e.detail.stream));
 //   call.addEventListener('peer-left', (e) => detach(e.detail.peer));
-//   call.addEventListener('message', (e) => console.log(e.detail.peer, e.detail.data));
-//   call.send({ text: 'hi' });
 //
-// One RTCPeerConnection per other peer (a mesh), negotiated with the perfect-negotiation pattern
-// (polite or impolite by peer id), trickle ICE, the iceServers of icebox's welcome, reconnect
-// with resume and backoff, ICE restart when a connection fails.
+// One RTCPeerConnection per other peer (a mesh), negotiated with the perfect-negotiation pattern,
+// trickle ICE, the iceServers of icebox's welcome, reconnects with resume and backoff. Only the
+// side that made a connection's first offer ever offers on it again (ICE restarts included);
+// the other side asks it to over signaling: Firefox and Chromium disagree on DTLS roles when
+// the answerer of the first negotiation offers an ICE restart.
 
-/**
- * @typedef {Object} JoinOptions
- * @property {string} room Room name: 1-64 characters of A-Z a-z 0-9 . _ -
- * @property {MediaStream} [stream] Local audio/video to send; without one the call only receives.
- * @property {Object} [meta] Sent to the other peers with peer-joined (at most 1 KiB of JSON).
- * @property {string} [token] API key or JWT, when the server's auth.mode needs one.
- * @property {boolean} [relayOnly] Relay every connection through TURN (iceTransportPolicy "relay").
- * @property {Storage|null} [storage] Where the resume token is kept across page reloads
- *   (default sessionStorage; null keeps it in memory only).
- * @property {boolean} [debug] Keep a trace of signaling and negotiation in call.trace (and log it
- *   with console.debug).
- */
-
-/**
- * @typedef {Object} Peer
- * @property {string} id Peer id assigned by the server.
- * @property {Object} meta The peer's meta.
- * @property {RTCPeerConnection} pc The connection to it.
- * @property {RTCDataChannel} channel The data channel to it.
- */
-
-/**
- * @typedef {Object} PathInfo
- * @property {'direct'|'stun'|'relay'|'unknown'} kind How media flows: directly between host
- *   addresses, through a STUN (server/peer reflexive) address, or relayed through TURN.
- * @property {string} [local] Local candidate type (host, srflx, prflx, relay).
- * @property {string} [remote] Remote candidate type.
- */
-
-const CHANNEL = { negotiated: true, id: 0 }; // one data channel per peer, no negotiation race
+const ROOM = /^[A-Za-z0-9._-]{1,64}$/;
 const MAX_BACKOFF = 10000;
+const OUTBOX_LIMIT = 100; // data-channel messages waiting per peer for its channel to open
+const TRANSIENT = new Set(['unreachable', 'unavailable', 'rate-limited', 'timeout']);
+const KINDS = /** @type {const} */ (['audio', 'video']);
+
+/** An error of the SDK or the server; `code` says which (see README, "Error codes"). */
+export class IceboxError extends Error {
+  /**
+   * @param {string} code
+   * @param {string} message
+   * @param {unknown} [cause]
+   */
+  constructor(code, message, cause) {
+    super(message, cause === undefined ? undefined : { cause });
+    this.name = 'IceboxError';
+    this.code = code;
+  }
+}
 
 /**
- * Joins a room: connects to the icebox at url ('' for the page's own origin) and starts calling
- * every peer in the room. Resolves once the room is joined; rejects with an Error whose code is
- * the server's (unauthorized, room-full, bad-room, forbidden...).
+ * Joins a room: acquires the media asked for, connects to the icebox at url ('' for the page's
+ * own origin) and calls every peer in the room. Resolves once the room is joined, with
+ * call.peers holding everyone already there; rejects with an IceboxError within
+ * options.timeout.
  * @param {string} url
- * @param {JoinOptions} options
+ * @param {import('./icebox').JoinOptions} options
  * @returns {Promise<Call>}
  */
 export async function join(url, options) {
   const call = new Call(url, options);
-  await call.ready;
+  await call.rejoin();
   return call;
 }
 
 /**
- * A call in one room. Events (CustomEvent, data in event.detail):
- * - 'peer-joined' {peer, meta}; 'peer-left' {peer, reason}
- * - 'track' {peer, track, streams}: a remote track arrived (again after a reconnect)
- * - 'message' {peer, data}: a data-channel message
- * - 'connection-state' {peer, state}: an RTCPeerConnection's connectionState
- * - 'state' {state}: the signaling connection: connecting, connected, reconnecting, closed
- * - 'error' {code, message}: from the server, or 'unreachable'
+ * A call in one room, made by join(). Events are CustomEvents with their data in `detail`.
  */
 export class Call extends EventTarget {
   /**
    * @param {string} url
-   * @param {JoinOptions} options
+   * @param {import('./icebox').JoinOptions} options
    */
   constructor(url, options) {
     super();
-    if (!options || !options.room) throw new Error('icebox: options.room is required');
+    if (!options || typeof options !== 'object') throw new IceboxError('bad-option', 'icebox: join(url, options) needs options with a room');
+    if (typeof options.room !== 'string' || !ROOM.test(options.room)) {
+      throw new IceboxError('bad-room', `icebox: room must be 1-64 of A-Z a-z 0-9 . _ -, not ${JSON.stringify(options.room)}`);
+    }
+    for (const key of ['timeout', 'iceTimeout']) {
+      const v = options[key];
+      if (v !== undefined && !(typeof v === 'number' && v > 0)) throw new IceboxError('bad-option', `icebox: ${key} must be a number of milliseconds above 0`);
+    }
+    if (options.meta !== undefined && (typeof options.meta !== 'object' || options.meta === null || Array.isArray(options.meta))) {
+      throw new IceboxError('bad-option', 'icebox: meta must be an object');
+    }
+    if (options.stream !== undefined && options.stream !== null && !(options.stream instanceof MediaStream)) {
+      throw new IceboxError('bad-option', 'icebox: stream must be a MediaStream');
+    }
+    /** @type {string} */
     this.url = (url || location.origin).replace(/\/+$/, '');
+    /** @type {string} */
     this.room = options.room;
+    /** @type {Record<string, unknown>} */
     this.meta = options.meta || {};
-    this.token = options.token || '';
-    this.relayOnly = !!options.relayOnly;
-    this.storage = options.storage === undefined ? safeSessionStorage() : options.storage;
-    /** @type {MediaStream|null} */
-    this.stream = options.stream || null;
+    this._token = options.token || '';
+    this._relayOnly = !!options.relayOnly;
+    this._storage = options.storage === undefined ? safeSessionStorage() : options.storage;
+    this._timeout = options.timeout || 10000;
+    this._iceTimeout = options.iceTimeout || 15000;
+    this._want = { audio: options.audio || false, video: options.video || false };
+    /** The local media sent to every peer (tracks of options.stream and those the SDK acquired). */
+    this.stream = new MediaStream(options.stream ? options.stream.getTracks() : []);
+    /** @type {Set<MediaStreamTrack>} tracks the SDK acquired: it stops them on leave() */
+    this._owned = new Set();
     /** @type {MediaStreamTrack|null} */
     this.sharing = null;
-    /** @type {Map<string, Peer>} */
+    this._mic = true;
+    this._camera = true;
+    /** @type {Map<string, import('./icebox').Peer>} everyone else in the room, by peer id */
     this.peers = new Map();
-    /** @type {string} */
     this.peerId = '';
-    this.iceServers = [];
-    this.state = 'connecting';
-    this.closed = false;
-    this.lastSeq = 0;
-    this.attempt = 0;
-    this.outbox = [];
-    this.joined = false;
+    /** @type {import('./icebox').CallState} */
+    this.state = 'left';
+    /** @type {IceboxError|null} what ended the call, when state is 'failed' */
+    this.error = null;
     this.debug = !!options.debug;
     /** @type {string[]} */
     this.trace = [];
-    this.ready = new Promise((resolve, reject) => { this._resolve = resolve; this._reject = reject; });
-    this.ready.catch(() => {}); // the caller of join() gets it
+    this._iceServers = [];
+    this._lastSeq = 0;
+    this._attempt = 0;
+    this._outbox = []; // signaling messages waiting for the WebSocket
+    this._joined = false; // in the room (the server said joined, or resumed us into it)
+    this._announce = false; // peer-joined events: for peers that arrive after join() resolved
+    this._wanted = false; // the app wants to be in the room: between rejoin() and leave()
+    this._pending = null; // the join() in progress: {resolve, reject, last}
     this._onPageHide = (e) => { if (!e.persisted) this.leave(); };
-    addEventListener('pagehide', this._onPageHide);
-    this._connect();
   }
+
+  // ---- joining and leaving ----
+
+  /**
+   * Joins the room again after leave() or a failure, with the same options; join() calls it
+   * the first time. Resolves with this call.
+   * @returns {Promise<Call>}
+   */
+  async rejoin() {
+    if (this._wanted) throw new IceboxError('already-joined', 'icebox: this call is already joining or in its room');
+    this._wanted = true;
+    this._announce = false;
+    this.error = null;
+    this._setState('connecting');
+    try {
+      await this._acquire();
+    } catch (err) {
+      this._end('failed', /** @type {IceboxError} */ (err));
+      throw err;
+    }
+    if (!this._wanted) throw this.error || new IceboxError('left', 'icebox: left before the room was joined');
+    addEventListener('pagehide', this._onPageHide);
+    const joined = new Promise((resolve, reject) => { this._pending = { resolve, reject, last: null }; });
+    this._joinTimer = setTimeout(() => {
+      const last = this._pending && this._pending.last;
+      this._end('failed', last || new IceboxError('timeout', `icebox at ${this.url} did not let this page join within ${this._timeout / 1000} s`));
+    }, this._timeout);
+    this._connect();
+    return joined;
+  }
+
+  /** Leaves the room: closes every connection and stops the tracks the SDK acquired. */
+  leave() {
+    if (!this._wanted) return;
+    if (this.ws && this.ws.readyState === WebSocket.OPEN && this.peerId) this.ws.send(JSON.stringify({ type: 'leave' }));
+    this._end('left', null);
+  }
+
+  /**
+   * @private Ends the call here, by leave() (state left) or an error (state failed): no
+   * peer-left events (the others did not leave), every connection closed, acquired tracks stopped.
+   * @param {'left'|'failed'} state
+   * @param {IceboxError|null} error
+   */
+  _end(state, error) {
+    if (!this._wanted) return;
+    this._wanted = false;
+    this._joined = false;
+    clearTimeout(this._timer);
+    clearTimeout(this._joinTimer);
+    removeEventListener('pagehide', this._onPageHide);
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) ws.close(1000);
+    for (const peer of this.peers.values()) this._closePeer(peer, state === 'left' ? 'left' : 'failed');
+    this.peers.clear();
+    if (this.sharing && this._owned.has(this.sharing)) this.sharing.stop();
+    this.sharing = null;
+    for (const track of this._owned) {
+      track.stop();
+      this.stream.removeTrack(track);
+    }
+    this._owned.clear();
+    this._resume = '';
+    this.peerId = '';
+    this._lastSeq = 0;
+    this._outbox = [];
+    this.error = error;
+    const pending = this._pending;
+    this._pending = null;
+    this._setState(state, error);
+    if (pending) pending.reject(error || new IceboxError('left', 'icebox: left before the room was joined'));
+  }
+
+  /** @private Gets the tracks options.audio and options.video ask for and the stream lacks. */
+  async _acquire() {
+    const ask = {};
+    for (const kind of KINDS) {
+      if (this._want[kind] && !this._track(kind)) ask[kind] = this._want[kind];
+    }
+    if (!ask.audio && !ask.video) return;
+    const tracks = await getMedia(ask);
+    for (const track of tracks) this._own(track);
+  }
+
+  /** @private */
+  _own(track) {
+    this._owned.add(track);
+    this.stream.addTrack(track);
+  }
+
+  // ---- signaling ----
 
   /** @private */
   _emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
@@ -119,10 +218,10 @@ export class Call extends EventTarget {
   }
 
   /** @private */
-  _setState(state) {
+  _setState(state, error) {
     if (this.state === state) return;
     this.state = state;
-    this._emit('state', { state });
+    this._emit('state', error ? { state, error } : { state });
   }
 
   /** @private */
@@ -130,44 +229,50 @@ export class Call extends EventTarget {
 
   /** @private */
   _saved() {
-    try { return JSON.parse(this.storage?.getItem(this._storageKey) || 'null'); } catch { return null; }
+    try { return JSON.parse(this._storage?.getItem(this._storageKey) || 'null'); } catch { return null; }
   }
 
   /** @private */
-  _save(resume) {
-    try { this.storage?.setItem(this._storageKey, JSON.stringify({ resume, last: this.lastSeq })); } catch { /* full or denied */ }
+  _save() {
+    try { this._storage?.setItem(this._storageKey, JSON.stringify({ resume: this._resume, last: this._lastSeq })); } catch { /* full or denied */ }
   }
 
   /** @private */
   _connect() {
-    const saved = this.resume ? { resume: this.resume, last: this.lastSeq } : this._saved();
+    const saved = this._resume ? { resume: this._resume, last: this._lastSeq } : this._saved();
     const q = new URLSearchParams();
-    if (this.token) q.set('token', this.token);
+    if (this._token) q.set('token', this._token);
     if (saved && saved.resume) {
       q.set('resume', saved.resume);
       if (saved.last) q.set('last', String(saved.last));
-      if (!this.resume) this.lastSeq = saved.last || 0; // a reload: continue the numbering
+      if (!this._resume) this._lastSeq = saved.last || 0; // a reload: continue the numbering
     }
-    const ws = new WebSocket(`${this.url.replace(/^http/, 'ws')}/ws?${q}`);
+    let ws;
+    try {
+      ws = new WebSocket(`${this.url.replace(/^http/, 'ws')}/ws?${q}`);
+    } catch (err) {
+      this._end('failed', new IceboxError('bad-option', `icebox: ${this.url} is not an http(s) URL: ${err}`, err));
+      return;
+    }
     this.ws = ws;
     let welcomed = false;
     ws.onmessage = (e) => {
+      if (this.ws !== ws) return;
       let m;
       try { m = JSON.parse(e.data); } catch { return; }
       if (m.type === 'welcome') { welcomed = true; this._welcome(m); return; }
       if (m.seq) {
-        if (m.seq <= this.lastSeq) return; // replayed after a resume: seen already
-        this.lastSeq = m.seq;
-        if (this.resume) this._save(this.resume);
+        if (m.seq <= this._lastSeq) return; // replayed after a resume: seen already
+        this._lastSeq = m.seq;
+        this._save();
       }
       this._message(m);
     };
     ws.onclose = (e) => {
       if (this.ws !== ws) return;
       this.ws = null;
-      if (this.closed) return;
       if (e.code === 4001) { // another connection resumed this session (another tab)
-        this._fail('replaced', 'this call continues in another connection');
+        this._end('failed', new IceboxError('replaced', 'icebox: this call continues in another connection (another tab?)'));
         return;
       }
       if (!welcomed) { this._diagnose(); return; }
@@ -175,77 +280,73 @@ export class Call extends EventTarget {
     };
   }
 
-  /** @private Learn why the WebSocket could not open: browsers hide the HTTP status. */
+  /** @private The WebSocket closed before its welcome: browsers hide why. Find out. */
   async _diagnose() {
-    let code = 'unreachable', message = `cannot reach icebox at ${this.url}`;
-    try {
-      const r = await fetch(`${this.url}/ice-config`, { headers: this.token ? { Authorization: `Bearer ${this.token}` } : {} });
-      if (!r.ok) {
-        const body = await r.json().catch(() => null);
-        if (body && body.error) ({ code, message } = body.error);
-      }
-    } catch { /* unreachable */ }
-    if (code === 'unauthorized' || code === 'forbidden') { this._fail(code, message); return; }
-    this._emit('error', { code, message });
+    const err = await diagnose(this.url, this._token);
+    if (this.ws || !this._wanted) return;
+    this._trace('diagnosis', err.code, err.message);
+    if (!TRANSIENT.has(err.code)) { this._end('failed', err); return; }
+    if (this._pending) this._pending.last = err;
+    else this._emit('error', { code: err.code, message: err.message });
     this._retry();
   }
 
   /** @private */
-  _fail(code, message) {
-    const err = Object.assign(new Error(message), { code });
-    this._emit('error', { code, message });
-    this._reject(err);
-    this.close();
-  }
-
-  /** @private */
   _retry() {
-    if (this.closed) return;
-    this._setState('reconnecting');
-    const delay = Math.min(MAX_BACKOFF, 500 * 2 ** this.attempt) * (0.75 + Math.random() / 2);
-    this.attempt++;
+    if (!this._wanted) return;
+    if (this._joined) this._setState('reconnecting');
+    const delay = Math.min(MAX_BACKOFF, 500 * 2 ** this._attempt) * (0.75 + Math.random() / 2);
+    this._attempt++;
     clearTimeout(this._timer);
     this._timer = setTimeout(() => this._connect(), delay);
   }
 
   /** @private */
   _welcome(w) {
-    this.attempt = 0;
+    this._attempt = 0;
     const fresh = !w.resumed || (this.peerId && w.peer !== this.peerId);
     this.peerId = w.peer;
-    this.resume = w.resume;
-    this.iceServers = w.iceServers || [];
-    if (!w.resumed) this.lastSeq = 0;
-    this._save(w.resume);
-    this._setState('connected');
-    if (fresh) {
-      // A new session: the old one (if any) is gone, and with it our seat.
+    this._resume = w.resume;
+    this._iceServers = w.iceServers || [];
+    if (!w.resumed) this._lastSeq = 0;
+    this._save();
+    if (fresh && this._joined) {
+      // A new session: the old one is gone, and with it our seat and the others' connections.
       for (const id of [...this.peers.keys()]) this._removePeer(id, 'disconnected');
-      this.joined = false;
+      this._joined = false;
     }
     if (w.resumed && w.room === this.room) {
-      this.joined = true;
       // Back in the room. After a page reload there are no connections yet: build them (the
       // others see a new connection generation and rebuild theirs).
       const present = new Set((w.peers || []).map((p) => p.peer));
       for (const id of [...this.peers.keys()]) if (!present.has(id)) this._removePeer(id, 'left');
       for (const p of w.peers || []) this._addPeer(p.peer, p.meta, true);
-      this._resolve(this);
+      this._inRoom();
     } else {
       this._send({ type: 'join', room: this.room, meta: this.meta, id: 'join' });
     }
-    const queued = this.outbox;
-    this.outbox = [];
+    const queued = this._outbox;
+    this._outbox = [];
     for (const m of queued) this._send(m);
+  }
+
+  /** @private The server put us in the room. */
+  _inRoom() {
+    this._joined = true;
+    this._announce = true;
+    this._setState('connected');
+    clearTimeout(this._joinTimer);
+    const pending = this._pending;
+    this._pending = null;
+    if (pending) pending.resolve(this);
   }
 
   /** @private */
   _message(m) {
     switch (m.type) {
       case 'joined':
-        this.joined = true;
-        for (const p of m.peers) this._addPeer(p.peer, p.meta, true); // we arrive: we call
-        this._resolve(this);
+        for (const p of m.peers || []) this._addPeer(p.peer, p.meta, true); // we arrive: we call
+        this._inRoom();
         break;
       case 'peer-joined':
         this._addPeer(m.peer, m.meta, false); // they arrive: they call
@@ -262,96 +363,227 @@ export class Call extends EventTarget {
       case 'bye': // the server is shutting down: reconnect (to another node) after the close
         break;
       case 'error':
-        if (m.re === 'join') { this._fail(m.code, m.message); return; }
+        if (m.re === 'join') {
+          const err = new IceboxError(m.code, m.message);
+          if (TRANSIENT.has(m.code) && this._pending) { // e.g. the shared bus is down: try again
+            this._pending.last = err;
+            this._dropSocket();
+          } else {
+            this._end('failed', err);
+          }
+          return;
+        }
         this._emit('error', { code: m.code, message: m.message });
         break;
     }
   }
 
-  /** @private */
-  _send(m) {
-    if (this.ws && this.ws.readyState === WebSocket.OPEN && this.peerId) this.ws.send(JSON.stringify(m));
-    else if (m.type !== 'join') this.outbox.push(m); // the server queues what arrives meanwhile; so do we
+  /** @private Closes the WebSocket and reconnects after a backoff. */
+  _dropSocket() {
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) ws.close(1000);
+    this._retry();
   }
 
   /** @private */
+  _send(m) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN && this.peerId) this.ws.send(JSON.stringify(m));
+    else if (m.type !== 'join') this._outbox.push(m); // the server queues what arrives meanwhile; so do we
+  }
+
+  // ---- peers ----
+
+  /** @private */
   _config() {
-    return { iceServers: this.iceServers, iceTransportPolicy: this.relayOnly ? 'relay' : 'all' };
+    return { iceServers: this._iceServers, iceTransportPolicy: this._relayOnly ? 'relay' : 'all' };
   }
 
   /**
    * @private
-   * A connection to peer id. The side that arrives in a room calls (active: it adds its media
-   * and offers at once); the side already there waits for that offer (passive) and adds its
-   * media while answering. Both sides offering at once (glare) is then rare: perfect
-   * negotiation resolves it, but Chromium can stall ICE gathering after a rollback.
+   * A peer in the room, with its connection. The side that arrives in a room calls (active: it
+   * adds its media and offers at once); the side already there waits for that offer. The app
+   * hears of it with peer-joined, except for the peers already there when join() resolves.
    */
   _addPeer(id, meta, active) {
     if (this.peers.has(id) || id === this.peerId) return this.peers.get(id);
-    const pc = new RTCPeerConnection(this._config());
-    /** @type {Peer & Object} */
     const peer = {
-      id, meta: meta || {}, pc, active: false,
-      gen: Math.random().toString(36).slice(2), // this connection's generation
-      remoteGen: null, // the generation of the other side's connection, once known
-      polite: this.peerId > id,
-      makingOffer: false, ignoreOffer: false,
+      id,
+      meta: meta || {},
+      pc: /** @type {RTCPeerConnection} */ (/** @type {unknown} */ (null)),
       channel: null,
-      videoSender: null,
+      stream: new MediaStream(),
+      media: { audio: false, video: false, sharing: false },
+      restarts: 0,
+      _outbox: [],
     };
     this.peers.set(id, peer);
-    this._trace('add peer', id, 'gen', peer.gen, 'polite', peer.polite, active ? 'active' : 'passive');
-    const send = (data) => {
-      this._trace('send', id, data.description ? data.description.type : 'candidate', 'gen', peer.gen, 'to', peer.remoteGen);
-      this._send({ type: 'signal', to: id, data: { gen: peer.gen, to: peer.remoteGen, ...data } });
+    this._connectPeer(peer, active);
+    if (this._announce) this._emit('peer-joined', { peer: id, meta: peer.meta });
+    return peer;
+  }
+
+  /** @private A new RTCPeerConnection to peer (the first, or after the other side rebuilt its own). */
+  _connectPeer(peer, active) {
+    const id = peer.id;
+    const pc = new RTCPeerConnection(this._config());
+    Object.assign(peer, {
+      pc,
+      channel: null,
+      _gen: Math.random().toString(36).slice(2), // this connection's generation
+      _remoteGen: null, // the generation of the other side's connection, once known
+      _polite: this.peerId > id,
+      _makingOffer: false, _ignoreOffer: false,
+      _offerer: null, // true: we made this connection's first offer; false: the other side did
+      _active: false,
+      _senders: {},
+      _relay: 0, _remoteCandidates: 0, _candidateError: null,
+    });
+    this._trace('connect', id, 'gen', peer._gen, 'polite', peer._polite, active ? 'active' : 'passive');
+    peer._send = (data) => {
+      this._trace('send', id, data.description ? data.description.type : Object.keys(data).join(','), 'gen', peer._gen, 'to', peer._remoteGen);
+      this._send({ type: 'signal', to: id, data: { gen: peer._gen, to: peer._remoteGen, ...data } });
     };
-    peer.send = send;
-    pc.onnegotiationneeded = async () => {
-      try {
-        peer.makingOffer = true;
-        await pc.setLocalDescription();
-        send({ description: pc.localDescription.toJSON() });
-      } catch (err) {
-        this._emit('error', { code: 'negotiation', message: String(err) });
-      } finally {
-        peer.makingOffer = false;
-      }
+    pc.onnegotiationneeded = () => {
+      if (peer.pc !== pc) return;
+      if (peer._offerer === false) peer._send({ ask: 'negotiate' }); // never offer as the first answerer
+      else this._negotiate(peer);
     };
-    pc.onicecandidate = ({ candidate }) => { if (candidate) send({ candidate: candidate.toJSON() }); };
-    pc.ontrack = (e) => this._emit('track', { peer: id, track: e.track, streams: e.streams });
-    pc.onicegatheringstatechange = () => this._trace('gathering', id, peer.gen, pc.iceGatheringState);
-    pc.onsignalingstatechange = () => this._trace('signaling', id, peer.gen, pc.signalingState);
+    pc.onicecandidate = ({ candidate }) => {
+      if (peer.pc !== pc || !candidate) return;
+      if (candidate.type === 'relay' || / typ relay /.test(candidate.candidate)) peer._relay++;
+      peer._send({ candidate: candidate.toJSON() });
+    };
+    pc.onicecandidateerror = (e) => {
+      if (peer.pc === pc) peer._candidateError = { url: e.url, code: e.errorCode, text: e.errorText };
+    };
+    pc.ontrack = (e) => {
+      if (peer.pc !== pc) return;
+      for (const old of peer.stream.getTracks()) if (old.kind === e.track.kind && old !== e.track) peer.stream.removeTrack(old);
+      if (!peer.stream.getTracks().includes(e.track)) peer.stream.addTrack(e.track);
+      this._emit('track', { peer: id, track: e.track, streams: e.streams, stream: peer.stream });
+    };
+    pc.onsignalingstatechange = () => this._trace('signaling', id, peer._gen, pc.signalingState);
     pc.onconnectionstatechange = () => {
-      this._trace('connection', id, peer.gen, pc.connectionState);
-      this._emit('connection-state', { peer: id, state: pc.connectionState });
-      if (pc.connectionState === 'failed') pc.restartIce(); // new candidates, same call
+      if (peer.pc !== pc) return;
+      const state = pc.connectionState;
+      this._trace('connection', id, peer._gen, state);
+      if (state === 'failed') { this._iceFailed(peer, 'ice-failed'); return; }
+      this._emit('connection-state', { peer: id, state });
+      if (state === 'connected') clearTimeout(peer._iceTimer);
+      else if (state === 'disconnected') this._watch(peer);
     };
     if (active) this._activate(peer);
-    this._emit('peer-joined', { peer: id, meta: peer.meta });
-    return peer;
+    this._watch(peer);
   }
 
   /** @private Adds our media and the data channel to peer's connection. */
   _activate(peer) {
-    if (peer.active) return;
-    peer.active = true;
+    if (peer._active) return;
+    peer._active = true;
     const pc = peer.pc;
-    if (this.stream) {
-      for (const track of this.stream.getTracks()) {
-        const out = track.kind === 'video' && this.sharing ? this.sharing : track;
-        const sender = pc.addTrack(out, this.stream);
-        if (track.kind === 'video') peer.videoSender = sender;
+    if (pc.getTransceivers().length === 0) {
+      // Offering: one sendrecv transceiver per kind, track or not, so a camera added later
+      // needs no renegotiation (replaceTrack).
+      for (const kind of KINDS) {
+        const t = pc.addTransceiver(this._outgoing(kind) || kind, { direction: 'sendrecv', streams: [this.stream] });
+        peer._senders[kind] = t.sender;
       }
     } else {
-      pc.addTransceiver('audio', { direction: 'recvonly' });
-      pc.addTransceiver('video', { direction: 'recvonly' });
+      // Answering: send on the transceivers of the offer.
+      for (const t of pc.getTransceivers()) {
+        const kind = t.receiver.track.kind;
+        if (peer._senders[kind] || (kind !== 'audio' && kind !== 'video')) continue;
+        t.direction = 'sendrecv';
+        t.sender.replaceTrack(this._outgoing(kind)).catch(() => {});
+        t.sender.setStreams?.(this.stream);
+        peer._senders[kind] = t.sender;
+      }
     }
-    peer.channel = pc.createDataChannel('icebox', CHANNEL);
-    peer.channel.onmessage = (e) => {
+    const channel = pc.createDataChannel('icebox', { negotiated: true, id: 0 }); // no negotiation race
+    peer.channel = channel;
+    channel.onopen = () => {
+      const queued = peer._outbox;
+      peer._outbox = [];
+      for (const m of queued) {
+        try { channel.send(m.text); } catch { this._emit('undelivered', { peer: peer.id, data: m.data, reason: 'closed' }); }
+      }
+    };
+    channel.onmessage = (e) => {
       let data = e.data;
       try { data = JSON.parse(e.data); } catch { /* a plain string */ }
       this._emit('message', { peer: peer.id, data });
     };
+  }
+
+  /** @private Offers on peer's connection (first offer, renegotiation, ICE restart). */
+  async _negotiate(peer) {
+    const pc = peer.pc;
+    try {
+      peer._makingOffer = true;
+      await pc.setLocalDescription();
+      if (pc.localDescription.type === 'offer') peer._send({ description: pc.localDescription.toJSON(), media: this._media() });
+    } catch (err) {
+      this._trace('offer error', peer.id, String(err));
+      this._emit('error', { code: 'negotiation', message: String(err) });
+    } finally {
+      peer._makingOffer = false;
+    }
+  }
+
+  /** @private (Re)arms the watchdog: the connection must be up within iceTimeout. */
+  _watch(peer) {
+    clearTimeout(peer._iceTimer);
+    const pc = peer.pc;
+    peer._iceTimer = setTimeout(() => {
+      if (peer.pc === pc && this.peers.get(peer.id) === peer && pc.connectionState !== 'connected') this._iceFailed(peer, 'ice-timeout');
+    }, this._iceTimeout);
+  }
+
+  /** @private ICE failed or never connected: say why, and restart it. */
+  _iceFailed(peer, reason) {
+    const message = this._whyFailed(peer, reason);
+    this._trace('ice failed', peer.id, reason, message);
+    this._emit('connection-state', { peer: peer.id, state: 'failed', reason, message });
+    this._restartIce(peer);
+  }
+
+  /** @private */
+  _whyFailed(peer, reason) {
+    const head = reason === 'ice-timeout' ? `not connected within ${this._iceTimeout / 1000} s` : 'ICE failed';
+    const e = peer._candidateError;
+    const turnError = e && e.code && e.code !== 701 ? `; ${e.url || 'TURN'} answered ${e.code} ${e.text || ''}`.trimEnd() : '';
+    if (this._relayOnly && peer._relay === 0) {
+      return `${head}: no TURN relay address (TURN unreachable, credentials refused, or its quota full${turnError})`;
+    }
+    if (peer._remoteCandidates === 0) return `${head}: no ICE candidates from the other side${turnError}`;
+    return `${head}: no candidate pair worked${turnError}`;
+  }
+
+  /** @private Only the side that made the first offer restarts ICE; the other asks it to. */
+  _restartIce(peer) {
+    peer.restarts++;
+    this._watch(peer);
+    if (peer._offerer === false || (peer._offerer === null && !peer._active)) { peer._send({ ask: 'restart' }); return; }
+    peer.pc.restartIce();
+    if (peer.pc.signalingState === 'have-local-offer') this._negotiate(peer); // the first offer went unanswered
+  }
+
+  /**
+   * Restarts ICE with one peer, or with every peer (e.g. after the network changed). The SDK
+   * does it by itself when a connection fails.
+   * @param {string} [peerId]
+   */
+  restartIce(peerId) {
+    for (const peer of this.peers.values()) if (peerId === undefined || peer.id === peerId) this._restartIce(peer);
+  }
+
+  /** @private */
+  _closePeer(peer, reason) {
+    clearTimeout(peer._iceTimer);
+    peer.pc.close();
+    for (const m of peer._outbox) this._emit('undelivered', { peer: peer.id, data: m.data, reason });
+    peer._outbox = [];
   }
 
   /** @private */
@@ -359,42 +591,53 @@ export class Call extends EventTarget {
     const peer = this.peers.get(id);
     if (!peer) return;
     this.peers.delete(id);
-    peer.pc.close();
+    this._closePeer(peer, 'peer-left');
     this._emit('peer-left', { peer: id, reason });
   }
 
   /** @private Perfect negotiation, one message of the other side. */
   async _signal(from, data) {
     if (!data || typeof data !== 'object') return;
-    let peer = this.peers.get(from);
-    this._trace('recv', from, data.description ? data.description.type : 'candidate', 'gen', data.gen, 'to', data.to, 'mine', peer && peer.gen, 'known', peer && peer.remoteGen);
+    const peer = this.peers.get(from);
+    this._trace('recv', from, data.description ? data.description.type : Object.keys(data).join(','), 'gen', data.gen, 'to', data.to, 'mine', peer && peer._gen, 'known', peer && peer._remoteGen);
     if (!peer) return; // a late message of a peer that has left
-    if (data.to && data.to !== peer.gen) return; // meant for a connection of ours that is gone
-    if (peer.remoteGen && data.gen !== peer.remoteGen) {
-      // The other side rebuilt its connection (a reload, a new session): so do we.
-      const meta = peer.meta;
-      this._removePeer(from, 'reconnected');
-      peer = this._addPeer(from, meta, false); // its offer is on the way
+    if (data.to && data.to !== peer._gen) return; // meant for a connection of ours that is gone
+    if (peer._remoteGen && data.gen !== peer._remoteGen) {
+      // The other side rebuilt its connection (a reload, a new session): so do we. Its offer
+      // is on the way.
+      this._trace('rebuild', from);
+      clearTimeout(peer._iceTimer);
+      peer.pc.close();
+      this._connectPeer(peer, false);
+      this._emit('connection-state', { peer: from, state: 'new' });
     }
-    peer.remoteGen = data.gen;
+    peer._remoteGen = data.gen;
     const pc = peer.pc;
+    if (data.media) this._peerMedia(peer, data.media);
     try {
       if (data.description) {
-        const offerCollision = data.description.type === 'offer' && (peer.makingOffer || pc.signalingState !== 'stable');
-        peer.ignoreOffer = !peer.polite && offerCollision;
-        if (peer.ignoreOffer) return;
+        const offer = data.description.type === 'offer';
+        const offerCollision = offer && (peer._makingOffer || pc.signalingState !== 'stable');
+        peer._ignoreOffer = !peer._polite && offerCollision;
+        if (peer._ignoreOffer) return;
         await pc.setRemoteDescription(data.description);
-        if (data.description.type === 'offer') {
+        if (peer._offerer === null) peer._offerer = !offer;
+        if (offer) {
           this._activate(peer); // a passive side adds its media to the answer
           await pc.setLocalDescription();
-          peer.send({ description: pc.localDescription.toJSON() });
+          peer._send({ description: pc.localDescription.toJSON(), media: this._media() });
         }
       } else if (data.candidate) {
+        peer._remoteCandidates++;
         try {
           await pc.addIceCandidate(data.candidate);
         } catch (err) {
-          if (!peer.ignoreOffer) throw err;
+          if (!peer._ignoreOffer) throw err;
         }
+      } else if (data.ask && peer._offerer !== false) {
+        // The first answerer asks us to offer: an ICE restart, or a renegotiation it needs.
+        if (data.ask === 'restart') pc.restartIce();
+        else if (pc.signalingState === 'stable') this._negotiate(peer);
       }
     } catch (err) {
       this._trace('negotiation error', from, String(err));
@@ -402,68 +645,188 @@ export class Call extends EventTarget {
     }
   }
 
-  /**
-   * Sends data (JSON-encoded unless a string) over the data channel to one peer, or to all.
-   * @param {any} data
-   * @param {string} [to] A peer id; omitted: every peer.
-   * @returns {number} How many peers it was sent to.
-   */
-  send(data, to) {
-    const text = typeof data === 'string' ? data : JSON.stringify(data);
-    let n = 0;
-    for (const peer of this.peers.values()) {
-      if ((to === undefined || peer.id === to) && peer.channel && peer.channel.readyState === 'open') {
-        peer.channel.send(text);
-        n++;
-      }
-    }
-    return n;
+  // ---- media ----
+
+  /** @private */
+  _track(kind) { return this.stream.getTracks().find((t) => t.kind === kind && t.readyState === 'live') || null; }
+
+  /** @private The track sent for kind: the shared screen in place of the camera. */
+  _outgoing(kind) { return kind === 'video' && this.sharing ? this.sharing : this._track(kind); }
+
+  /** @private What we send, as the others see it. */
+  _media() {
+    const audio = this._track('audio');
+    const video = this._track('video');
+    return {
+      audio: !!audio && audio.enabled && this._mic,
+      video: !!this.sharing || (!!video && video.enabled && this._camera),
+      sharing: !!this.sharing,
+    };
   }
 
-  /** Turns the microphone on or off. @param {boolean} on */
-  setMicEnabled(on) { for (const t of this.stream?.getAudioTracks() || []) t.enabled = on; }
+  /** @private Tells every peer and the app what we now send. */
+  _mediaChanged() {
+    const media = this._media();
+    for (const peer of this.peers.values()) peer._send({ media });
+    this._emit('local-media', { ...media, stream: this.stream });
+  }
 
-  /** Turns the camera on or off. @param {boolean} on */
-  setCameraEnabled(on) { for (const t of this.stream?.getVideoTracks() || []) t.enabled = on; }
+  /** @private */
+  _peerMedia(peer, media) {
+    const next = { audio: !!media.audio, video: !!media.video, sharing: !!media.sharing };
+    if (next.audio === peer.media.audio && next.video === peer.media.video && next.sharing === peer.media.sharing) return;
+    peer.media = next;
+    this._emit('peer-media', { peer: peer.id, ...next });
+  }
+
+  /** @private Sends the current track of kind on every connection. */
+  _replace(kind) {
+    const track = this._outgoing(kind);
+    for (const peer of this.peers.values()) peer._senders[kind]?.replaceTrack(track).catch(() => {});
+  }
+
+  /** What this call sends: audio and video on or off, a shared screen in place of the camera. */
+  get media() { return this._media(); }
 
   /**
-   * Shares the screen in place of the camera, until the user stops sharing.
-   * @returns {Promise<MediaStreamTrack>} The screen track.
+   * Turns the microphone on or off; on without a microphone acquires one (options.audio, or the
+   * device of setDevice()).
+   * @param {boolean} on
+   * @returns {Promise<void>}
+   */
+  async setMicEnabled(on) { await this._setEnabled('audio', on); }
+
+  /**
+   * Turns the camera on or off; on without a camera (joined without one) acquires one and
+   * sends it to everyone, with no renegotiation.
+   * @param {boolean} on
+   * @returns {Promise<void>}
+   */
+  async setCameraEnabled(on) { await this._setEnabled('video', on); }
+
+  /** @private */
+  async _setEnabled(kind, on) {
+    if (on && !this._track(kind)) {
+      const [track] = await getMedia({ [kind]: this._want[kind] || true });
+      this._own(track);
+      this._replace(kind);
+    }
+    for (const t of this.stream.getTracks()) if (t.kind === kind) t.enabled = on;
+    if (kind === 'audio') this._mic = on;
+    else this._camera = on;
+    this._mediaChanged();
+  }
+
+  /**
+   * Switches the microphone or camera to another device (a deviceId of
+   * navigator.mediaDevices.enumerateDevices()): the new track is sent to everyone in place of
+   * the old one, which is stopped if the SDK acquired it.
+   * @param {'audio'|'video'} kind
+   * @param {string} deviceId
+   * @returns {Promise<MediaStreamTrack>} the new track
+   */
+  async setDevice(kind, deviceId) {
+    if (kind !== 'audio' && kind !== 'video') throw new IceboxError('bad-option', `icebox: setDevice kind must be audio or video, not ${JSON.stringify(kind)}`);
+    const base = typeof this._want[kind] === 'object' ? this._want[kind] : {};
+    this._want[kind] = { ...base, deviceId: { exact: deviceId } };
+    const [track] = await getMedia({ [kind]: this._want[kind] });
+    const old = this._track(kind);
+    track.enabled = kind === 'audio' ? this._mic : this._camera;
+    if (old) {
+      this.stream.removeTrack(old);
+      if (this._owned.delete(old)) old.stop();
+    }
+    this._own(track);
+    this._replace(kind);
+    this._mediaChanged();
+    return track;
+  }
+
+  /**
+   * Shares the screen in place of the camera, until the user stops sharing or stopSharing().
+   * @returns {Promise<MediaStreamTrack>} the screen track (stopped by the SDK when sharing ends)
    */
   async shareScreen() {
+    if (!navigator.mediaDevices?.getDisplayMedia) throw new IceboxError('media', 'icebox: this browser cannot share the screen');
     const display = await navigator.mediaDevices.getDisplayMedia({ video: true });
-    return this.shareTrack(display.getVideoTracks()[0]);
+    const track = display.getVideoTracks()[0];
+    this._owned.add(track);
+    return this.shareTrack(track);
   }
 
   /**
-   * Sends track in place of the camera (replaceTrack, no renegotiation) until it ends or
-   * stopSharing() is called; then the camera comes back.
+   * Sends track in place of the camera (no renegotiation) until it ends or stopSharing();
+   * then the camera comes back. A track the app passes stays the app's: the SDK does not stop it.
    * @param {MediaStreamTrack} track
    * @returns {MediaStreamTrack}
    */
   shareTrack(track) {
+    if (!(track instanceof MediaStreamTrack) || track.kind !== 'video') throw new IceboxError('bad-option', 'icebox: shareTrack needs a video MediaStreamTrack');
+    const previous = this.sharing;
     this.sharing = track;
+    if (previous && this._owned.delete(previous)) previous.stop();
     track.addEventListener('ended', () => { if (this.sharing === track) this.stopSharing(); });
-    for (const peer of this.peers.values()) peer.videoSender?.replaceTrack(track);
-    this._emit('sharing', { track });
+    this._replace('video');
+    this._mediaChanged();
     return track;
   }
 
-  /** Goes back from a shared track to the camera. */
+  /** Goes back from a shared screen or track to the camera. */
   stopSharing() {
     const track = this.sharing;
     if (!track) return;
     this.sharing = null;
-    const camera = this.stream?.getVideoTracks()[0] || null;
-    for (const peer of this.peers.values()) peer.videoSender?.replaceTrack(camera);
-    track.stop();
-    this._emit('sharing', { track: null });
+    if (this._owned.delete(track)) track.stop();
+    this._replace('video');
+    this._mediaChanged();
   }
+
+  // ---- data ----
+
+  /**
+   * Sends data (JSON-encoded unless a string) over the data channel to one peer, or to all.
+   * To a peer whose channel is not open yet it is queued (up to 100 messages) and sent when
+   * the channel opens; what cannot be delivered comes back as an 'undelivered' event.
+   * @param {unknown} data
+   * @param {string} [to] a peer id; omitted: every peer
+   * @returns {number} how many peers it was sent or queued to
+   */
+  send(data, to) {
+    if (!this._wanted) throw new IceboxError('not-joined', 'icebox: send() after leave(): the call is not in its room');
+    if (to !== undefined && !this.peers.has(to)) throw new IceboxError('unknown-peer', `icebox: no peer ${JSON.stringify(to)} in the room`);
+    const text = typeof data === 'string' ? data : JSON.stringify(data);
+    let n = 0;
+    for (const peer of this.peers.values()) {
+      if (to !== undefined && peer.id !== to) continue;
+      if (peer.channel && peer.channel.readyState === 'open') {
+        peer.channel.send(text);
+      } else if (peer._outbox.length >= OUTBOX_LIMIT) {
+        this._emit('undelivered', { peer: peer.id, data, reason: 'queue-full' });
+        continue;
+      } else {
+        peer._outbox.push({ data, text });
+      }
+      n++;
+    }
+    return n;
+  }
+
+  /**
+   * Sends data to every other member through the server (signaling), even before any
+   * connection is up; they get a 'broadcast' event. Keep it small (signaling.max_message_bytes).
+   * @param {unknown} data
+   */
+  broadcast(data) {
+    if (!this._wanted) throw new IceboxError('not-joined', 'icebox: broadcast() after leave(): the call is not in its room');
+    this._send({ type: 'broadcast', data });
+  }
+
+  // ---- inspection ----
 
   /**
    * How media flows to a peer, from the selected ICE candidate pair.
    * @param {string} id
-   * @returns {Promise<PathInfo>}
+   * @returns {Promise<import('./icebox').PathInfo>}
    */
   async path(id) {
     const peer = this.peers.get(id);
@@ -473,7 +836,7 @@ export class Call extends EventTarget {
     stats.forEach((s) => {
       if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
     });
-    if (!pair) stats.forEach((s) => { if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s; });
+    if (!pair) stats.forEach((s) => { if (s.type === 'candidate-pair' && (s.selected || s.nominated) && s.state === 'succeeded') pair = s; });
     if (!pair) return { kind: 'unknown' };
     const local = stats.get(pair.localCandidateId)?.candidateType;
     const remote = stats.get(pair.remoteCandidateId)?.candidateType;
@@ -482,24 +845,56 @@ export class Call extends EventTarget {
     else if ([local, remote].some((t) => t === 'srflx' || t === 'prflx')) kind = 'stun';
     return { kind, local, remote };
   }
+}
 
-  /** Leaves the room and ends the call. */
-  leave() {
-    if (this.closed) return;
-    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify({ type: 'leave' }));
-    this.close();
+/**
+ * getUserMedia, with the reason in an IceboxError when the browser says no.
+ * @param {{audio?: boolean|MediaTrackConstraints, video?: boolean|MediaTrackConstraints}} ask
+ * @returns {Promise<MediaStreamTrack[]>}
+ */
+async function getMedia(ask) {
+  if (!navigator.mediaDevices?.getUserMedia) {
+    throw new IceboxError(globalThis.isSecureContext === false ? 'insecure-context' : 'media',
+      globalThis.isSecureContext === false
+        ? 'icebox: this page is not a secure context (plain http:// from another machine), so the browser keeps the camera and microphone away: open it over https:// (or on localhost)'
+        : 'icebox: this browser has no camera or microphone access (navigator.mediaDevices)');
   }
+  try {
+    const s = await navigator.mediaDevices.getUserMedia(ask);
+    return s.getTracks();
+  } catch (err) {
+    const name = err && err.name;
+    const why = name === 'NotAllowedError' ? 'permission denied'
+      : name === 'NotFoundError' ? 'no such device'
+        : name === 'NotReadableError' ? 'the device is in use or failed' : String(err && err.message || err);
+    throw new IceboxError('media', `icebox: cannot use the ${Object.keys(ask).join(' and ')} (${name}: ${why})`, err);
+  }
+}
 
-  /** @private Ends everything here; the server keeps the seat until resume_grace (use leave()). */
-  close() {
-    if (this.closed) return;
-    this.closed = true;
-    clearTimeout(this._timer);
-    removeEventListener('pagehide', this._onPageHide);
-    for (const id of [...this.peers.keys()]) this._removePeer(id, 'left');
-    if (this.ws) this.ws.close(1000);
-    this.ws = null;
-    this._setState('closed');
+/**
+ * Why a WebSocket to url closed before its welcome. Browsers hide the HTTP status of a refused
+ * WebSocket, so ask /ice-config, which answers the same refusals as JSON. A refused origin gets
+ * no CORS headers, so that fetch fails like an unreachable server would; an opaque (no-cors)
+ * request tells the two apart: it succeeds whenever the server answers at all.
+ * @param {string} url
+ * @param {string} token
+ * @returns {Promise<IceboxError>}
+ */
+async function diagnose(url, token) {
+  const q = token ? `?token=${encodeURIComponent(token)}` : '';
+  try {
+    const r = await fetch(`${url}/ice-config${q}`, { cache: 'no-store' });
+    if (r.ok) return new IceboxError('unreachable', `icebox at ${url} answers HTTP but its WebSocket (/ws) does not open: a proxy in between that does not pass WebSocket upgrades?`);
+    const body = await r.json().catch(() => null);
+    if (body && body.error && body.error.code) return new IceboxError(body.error.code, body.error.message);
+    return new IceboxError('unreachable', `icebox at ${url} answered HTTP ${r.status}`);
+  } catch {
+    try {
+      await fetch(`${url}/healthz`, { mode: 'no-cors', cache: 'no-store' });
+    } catch {
+      return new IceboxError('unreachable', `cannot reach icebox at ${url} (or it refuses this page's origin and cannot be asked why)`);
+    }
+    return new IceboxError('forbidden-origin', `icebox at ${url} does not allow this page's origin ${location.origin}: add it to http.allowed_origins`);
   }
 }
 
