@@ -38,7 +38,7 @@ func newBrowser(t *testing.T) context.Context {
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("use-fake-device-for-media-stream", "device-count=2,fps=10"), // two cameras and microphones, light on the CPU
+		chromedp.Flag("use-fake-device-for-media-stream", "device-count=3,fps=10"), // three cameras (the third, MJPEG, is a second usable one), light on the CPU
 		chromedp.Flag("use-fake-ui-for-media-stream", true),
 		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
 	)

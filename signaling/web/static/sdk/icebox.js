@@ -18,6 +18,9 @@ const MAX_BACKOFF = 10000;
 const OUTBOX_LIMIT = 100; // data-channel messages waiting per peer for its channel to open
 const TRANSIENT = new Set(['unreachable', 'unavailable', 'rate-limited', 'timeout']);
 const KINDS = /** @type {const} */ (['audio', 'video']);
+// Storage keys (icebox URL and room) held by a call of this page: a second call to the same
+// room in the same page must not resume the first one's session (it would take its seat).
+const held = new Set();
 
 /** An error of the SDK or the server; `code` says which (see README, "Error codes"). */
 export class IceboxError extends Error {
@@ -134,6 +137,8 @@ export class Call extends EventTarget {
     }
     if (!this._wanted) throw this.error || new IceboxError('left', 'icebox: left before the room was joined');
     addEventListener('pagehide', this._onPageHide);
+    this._holdsKey = !held.has(this._storageKey);
+    if (this._holdsKey) held.add(this._storageKey);
     const joined = new Promise((resolve, reject) => { this._pending = { resolve, reject, last: null }; });
     this._joinTimer = setTimeout(() => {
       const last = this._pending && this._pending.last;
@@ -163,6 +168,8 @@ export class Call extends EventTarget {
     clearTimeout(this._timer);
     clearTimeout(this._joinTimer);
     removeEventListener('pagehide', this._onPageHide);
+    if (this._holdsKey) held.delete(this._storageKey);
+    this._holdsKey = false;
     const ws = this.ws;
     this.ws = null;
     if (ws) ws.close(1000);
@@ -229,11 +236,13 @@ export class Call extends EventTarget {
 
   /** @private */
   _saved() {
+    if (!this._holdsKey) return null;
     try { return JSON.parse(this._storage?.getItem(this._storageKey) || 'null'); } catch { return null; }
   }
 
   /** @private */
   _save() {
+    if (!this._holdsKey) return;
     try { this._storage?.setItem(this._storageKey, JSON.stringify({ resume: this._resume, last: this._lastSeq })); } catch { /* full or denied */ }
   }
 
