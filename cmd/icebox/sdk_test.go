@@ -8,8 +8,10 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
 	"github.com/icebox-rtc/icebox/credentials"
@@ -337,5 +339,51 @@ func TestDemoRefused(t *testing.T) {
 			t.Errorf("%s: the leave button says %q, want Try again", tc.url, got)
 		}
 		tb.layoutHolds(1280, 800, 1)
+	}
+}
+
+// TestDemoInsecureContext: the demo opened over plain http:// on another host name than
+// localhost (as from another machine) is not a secure context: it says so and what to do,
+// and joins to watch and listen. Loading it asks for nothing the server does not have (no
+// /favicon.ico 404).
+func TestDemoInsecureContext(t *testing.T) {
+	browser := newBrowser(t, chromedp.Flag("host-resolver-rules", "MAP icebox.test 127.0.0.1"))
+	base := demoApp(t, nil)
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(base, "http://"))
+	ctx, cancel := chromedp.NewContext(browser)
+	t.Cleanup(cancel)
+	var mu sync.Mutex
+	var missing []string
+	err := chromedp.Listen(ctx, func(ev any) { // chromedp enables the Network domain of every tab
+		if e, ok := ev.(*network.EventResponseReceived); ok && e.Response.Status >= 400 {
+			mu.Lock()
+			missing = append(missing, fmt.Sprintf("%d %s", e.Response.Status, e.Response.URL))
+			mu.Unlock()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 800), chromedp.Navigate("http://icebox.test:"+port+"/?room=insecure&name=Ada")); err != nil {
+		t.Fatal(err)
+	}
+	tb := &tab{t: t, ctx: ctx}
+	tb.wait("joined to watch", `window.demo.call?.state === 'connected'`)
+	if eval[bool](tb, `window.isSecureContext`) {
+		t.Fatalf("the page is a secure context: the test does not test what it means to")
+	}
+	for _, want := range []string{"not a secure context", "https://", "Joining to watch and listen"} {
+		if !tb.logHas(want) {
+			t.Errorf("the page does not say %q", want)
+		}
+	}
+	if tb.logHas("No camera or microphone") {
+		t.Errorf("the page blames a missing camera instead of the insecure context")
+	}
+	tb.wait("the icon", `document.querySelector('link[rel=icon]') && [...performance.getEntriesByType('resource')].some((e) => e.name.endsWith('/demo/icon.svg'))`)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(missing) > 0 {
+		t.Errorf("requests that failed: %v", missing)
 	}
 }
