@@ -74,19 +74,6 @@ func (tb *tab) tryJoin(key, url, options string) joinResult {
 	return eval[joinResult](tb, fmt.Sprintf(`window.tryJoin(%q, %q, %s)`, key, url, options))
 }
 
-// drain puts a into the drain phase of a shutdown, as SIGTERM does, without ending it: what a
-// client meets on a node that is going away.
-func drain(a *app) {
-	a.ready.Store(false)
-	a.draining.Store(true)
-	for _, c := range a.components {
-		c.Drain()
-	}
-	for _, d := range a.drainers {
-		d.Drain()
-	}
-}
-
 // deadURL is an http URL on loopback where nothing listens.
 func deadURL(t *testing.T) string {
 	t.Helper()
@@ -113,7 +100,7 @@ func TestSDKJoinErrors(t *testing.T) {
 	cfg := testConfig()
 	cfg.HTTP.AllowedOrigins = []string{origin}
 	draining, _, _ := startApp(t, cfg)
-	drain(draining)
+	draining.drain() // the drain phase of a shutdown, without its end: a node going away
 	page.Start()
 	t.Cleanup(page.Close)
 
@@ -318,7 +305,7 @@ func TestDemoRefused(t *testing.T) {
 	browser := newBrowser(t)
 	full := demoApp(t, func(c *Config) { c.Signaling.MaxRoomSize = 2 })
 	draining, _, _ := startApp(t, testConfig())
-	drain(draining)
+	draining.drain() // the drain phase of a shutdown, without its end: a node going away
 	demoRoom(t, browser, full, "full", "Ada", "Bob")
 	for _, tc := range []struct{ url, code, status string }{
 		{full + "/?policy=relay&room=full&name=Cy", "room-full", "Cannot join: the room is full"},
