@@ -129,13 +129,18 @@ export class Call extends EventTarget {
     this._announce = false;
     this.error = null;
     this._setState('connecting');
+    let tracks;
     try {
-      await this._acquire();
+      tracks = await this._acquire();
     } catch (err) {
       this._end('failed', /** @type {IceboxError} */ (err));
       throw err;
     }
-    if (!this._wanted) throw this.error || new IceboxError('left', 'icebox: left before the room was joined');
+    if (!this._wanted) { // leave() while the browser was asking for the camera
+      for (const track of tracks) track.stop();
+      throw this.error || new IceboxError('left', 'icebox: left before the room was joined');
+    }
+    for (const track of tracks) this._own(track);
     addEventListener('pagehide', this._onPageHide);
     this._holdsKey = !held.has(this._storageKey);
     if (this._holdsKey) held.add(this._storageKey);
@@ -193,15 +198,17 @@ export class Call extends EventTarget {
     if (pending) pending.reject(error || new IceboxError('left', 'icebox: left before the room was joined'));
   }
 
-  /** @private Gets the tracks options.audio and options.video ask for and the stream lacks. */
+  /**
+   * @private Gets the tracks options.audio and options.video ask for and the stream lacks.
+   * @returns {Promise<MediaStreamTrack[]>}
+   */
   async _acquire() {
     const ask = {};
     for (const kind of KINDS) {
       if (this._want[kind] && !this._track(kind)) ask[kind] = this._want[kind];
     }
-    if (!ask.audio && !ask.video) return;
-    const tracks = await getMedia(ask);
-    for (const track of tracks) this._own(track);
+    if (!ask.audio && !ask.video) return [];
+    return getMedia(ask);
   }
 
   /** @private */
@@ -374,11 +381,12 @@ export class Call extends EventTarget {
       case 'error':
         if (m.re === 'join') {
           const err = new IceboxError(m.code, m.message);
-          if (TRANSIENT.has(m.code) && this._pending) { // e.g. the shared bus is down: try again
-            this._pending.last = err;
-            this._dropSocket();
-          } else {
+          if (!TRANSIENT.has(m.code)) {
             this._end('failed', err);
+          } else { // e.g. the shared bus is down: try again
+            if (this._pending) this._pending.last = err;
+            else this._emit('error', { code: err.code, message: err.message });
+            this._dropSocket();
           }
           return;
         }
