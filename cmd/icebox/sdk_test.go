@@ -133,6 +133,22 @@ func TestSDKJoinErrors(t *testing.T) {
 	if state := eval[string](tb, `window.calls.first.state`); state != "connected" {
 		t.Errorf("the first call is %q, want connected", state)
 	}
+
+	// leave() stops the tracks the SDK acquired, not those the app passed in.
+	tracks := eval[map[string]string](tb, fmt.Sprintf(`(async () => {
+		window.calls.first.leave();
+		window.calls.second.leave();
+		const own = await navigator.mediaDevices.getUserMedia({video: true});
+		const r = await window.tryJoin('mixed', %q, {room: 'mixed', token: 't0ken', stream: own, audio: true});
+		if (!r.ok) return {error: r.code};
+		const call = window.calls.mixed;
+		const mic = call.stream.getAudioTracks()[0];
+		call.leave();
+		return {camera: own.getVideoTracks()[0].readyState, mic: mic.readyState, state: call.state};
+	})()`, open))
+	if want := map[string]string{"camera": "live", "mic": "ended", "state": "left"}; fmt.Sprint(tracks) != fmt.Sprint(want) {
+		t.Errorf("after leave(): got %v, want %v (the app's camera live, the SDK's microphone stopped)", tracks, want)
+	}
 }
 
 // TestSDKSendAndICEFailure: a message sent before the data channel opens arrives once it
@@ -368,6 +384,12 @@ func TestDemoInsecureContext(t *testing.T) {
 		t.Errorf("the page blames a missing camera instead of the insecure context")
 	}
 	tb.wait("the icon", `document.querySelector('link[rel=icon]') && [...performance.getEntriesByType('resource')].some((e) => e.name.endsWith('/demo/icon.svg'))`)
+	// A room made up by the page is unguessable but readable: 13 characters of 32 (65 bits).
+	if err := chromedp.Do(ctx, chromedp.Navigate("http://icebox.test:"+port+"/?name=Ada")); err != nil {
+		t.Fatal(err)
+	}
+	tb.wait("a made-up room", `/^[a-z0-9]{4}-[a-z0-9]{4}-[a-z0-9]{5}$/.test(new URLSearchParams(location.search).get('room') || '')`)
+	tb.wait("joined to watch", `window.demo.call?.state === 'connected'`)
 	mu.Lock()
 	defer mu.Unlock()
 	if len(missing) > 0 {
