@@ -83,7 +83,7 @@ const (
 		log: [...document.querySelectorAll('#messages li')].map(li => li.textContent),
 		trace: window.demo?.call?.trace,
 	}))()`
-	jsConnected = `window.demo && window.demo.call ? [...window.demo.call.peers.values()].filter(p => p.pc.connectionState === 'connected').length : 0`
+	jsConnected = `(window.demo && window.demo.call ? [...window.demo.call.peers.values()].filter(p => p.pc.connectionState === 'connected').length : 0)`
 	// jsFrames is the video frames decoded from each peer, by peer id.
 	jsFrames = `(async () => {
 		const out = {};

@@ -454,7 +454,7 @@ export class Call extends EventTarget {
       _offerer: null, // true: we made this connection's first offer; false: the other side did
       _active: false,
       _senders: {},
-      _relay: 0, _remoteCandidates: 0, _candidateError: null,
+      _relay: 0, _remoteCandidates: 0, _candidateError: null, _failures: 0,
     });
     this._trace('connect', id, 'gen', peer._gen, 'polite', peer._polite, active ? 'active' : 'passive');
     peer._send = (data) => {
@@ -487,7 +487,10 @@ export class Call extends EventTarget {
       this._trace('connection', id, peer._gen, state);
       if (state === 'failed') { this._iceFailed(peer, 'ice-failed'); return; }
       this._emit('connection-state', { peer: id, state });
-      if (state === 'connected') clearTimeout(peer._iceTimer);
+      if (state === 'connected') {
+        clearTimeout(peer._iceTimer);
+        peer._failures = 0;
+      }
       else if (state === 'disconnected') this._watch(peer);
     };
     if (active) this._activate(peer);
@@ -548,26 +551,44 @@ export class Call extends EventTarget {
     }
   }
 
-  /** @private (Re)arms the watchdog: the connection must be up within iceTimeout. */
+  /**
+   * @private (Re)arms the watchdog: the connection must be up within iceTimeout, or twice that
+   * while candidates are still being gathered (a slow TURN server, a busy machine). After each
+   * failure the wait doubles, up to four times iceTimeout, so restarts never pile up.
+   */
   _watch(peer) {
     clearTimeout(peer._iceTimer);
     const pc = peer.pc;
-    peer._iceTimer = setTimeout(() => {
-      if (peer.pc === pc && this.peers.get(peer.id) === peer && pc.connectionState !== 'connected') this._iceFailed(peer, 'ice-timeout');
-    }, this._iceTimeout);
+    const wait = this._iceTimeout * 2 ** Math.min(peer._failures || 0, 2);
+    let extended = false;
+    const check = () => {
+      if (peer.pc !== pc || this.peers.get(peer.id) !== peer || pc.connectionState === 'connected') return;
+      if (pc.iceGatheringState === 'gathering' && !extended) {
+        extended = true;
+        peer._iceTimer = setTimeout(check, wait);
+        return;
+      }
+      peer._failures = (peer._failures || 0) + 1;
+      this._iceFailed(peer, 'ice-timeout', wait / 1000 * (extended ? 2 : 1));
+    };
+    peer._iceTimer = setTimeout(check, wait);
   }
 
   /** @private ICE failed or never connected: say why, and restart it. */
-  _iceFailed(peer, reason) {
-    const message = this._whyFailed(peer, reason);
+  _iceFailed(peer, reason, seconds) {
+    const message = this._whyFailed(peer, reason, seconds);
     this._trace('ice failed', peer.id, reason, message);
     this._emit('connection-state', { peer: peer.id, state: 'failed', reason, message });
+    if (reason === 'ice-failed' && performance.now() - (peer._restartedAt || -Infinity) < this._iceTimeout) {
+      this._watch(peer); // a restart is under way: give it its time before the next
+      return;
+    }
     this._restartIce(peer);
   }
 
   /** @private */
-  _whyFailed(peer, reason) {
-    const head = reason === 'ice-timeout' ? `not connected within ${this._iceTimeout / 1000} s` : 'ICE failed';
+  _whyFailed(peer, reason, seconds) {
+    const head = reason === 'ice-timeout' ? `not connected within ${seconds} s` : 'ICE failed';
     const e = peer._candidateError;
     const turnError = e && e.code && e.code !== 701 ? `; ${e.url || 'TURN'} answered ${e.code} ${e.text || ''}`.trimEnd() : '';
     if (this._relayOnly && peer._relay === 0) {
@@ -580,6 +601,7 @@ export class Call extends EventTarget {
   /** @private Only the side that made the first offer restarts ICE; the other asks it to. */
   _restartIce(peer) {
     peer.restarts++;
+    peer._restartedAt = performance.now();
     this._watch(peer);
     if (peer._offerer === false || (peer._offerer === null && !peer._active)) { peer._send({ ask: 'restart' }); return; }
     peer.pc.restartIce();
