@@ -47,7 +47,7 @@ export interface JoinOptions {
   relayOnly?: boolean;
   /** join() settles within this many milliseconds (default 10000). */
   timeout?: number;
-  /** A connection not up within this many milliseconds counts as failed and restarts ICE (default 15000; twice that while gathering, doubling after each failure up to 4x). */
+  /** A connection not up within this many milliseconds counts as failed and restarts ICE (default 15000; longer while ICE makes progress, doubling after each failure up to 4x). */
   iceTimeout?: number;
   /** Where the resume token survives a page reload (default sessionStorage; null: memory only). */
   storage?: Pick<Storage, 'getItem' | 'setItem'> | null;

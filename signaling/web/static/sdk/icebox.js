@@ -552,24 +552,28 @@ export class Call extends EventTarget {
   }
 
   /**
-   * @private (Re)arms the watchdog: the connection must be up within iceTimeout, or twice that
-   * while candidates are still being gathered (a slow TURN server, a busy machine). After each
-   * failure the wait doubles, up to four times iceTimeout, so restarts never pile up.
+   * @private (Re)arms the watchdog: the connection must be up within iceTimeout. While it is
+   * still making progress (gathering candidates, or checking pairs of candidates from both
+   * sides: a slow TURN server, a busy machine) the browser will say if it fails, so the
+   * watchdog waits up to three more times before it restarts ICE itself; it is for what
+   * browsers never report, like a side without candidates. After each failure the wait
+   * doubles, up to four times iceTimeout, so restarts never pile up.
    */
   _watch(peer) {
     clearTimeout(peer._iceTimer);
     const pc = peer.pc;
     const wait = this._iceTimeout * 2 ** Math.min(peer._failures || 0, 2);
-    let extended = false;
+    let waited = 0;
     const check = () => {
       if (peer.pc !== pc || this.peers.get(peer.id) !== peer || pc.connectionState === 'connected') return;
-      if (pc.iceGatheringState === 'gathering' && !extended) {
-        extended = true;
+      waited += wait;
+      const checking = pc.iceConnectionState === 'checking' && peer._remoteCandidates > 0 && (peer._relay > 0 || !this._relayOnly);
+      if ((pc.iceGatheringState === 'gathering' || checking) && waited < 4 * wait) {
         peer._iceTimer = setTimeout(check, wait);
         return;
       }
       peer._failures = (peer._failures || 0) + 1;
-      this._iceFailed(peer, 'ice-timeout', wait / 1000 * (extended ? 2 : 1));
+      this._iceFailed(peer, 'ice-timeout', waited / 1000);
     };
     peer._iceTimer = setTimeout(check, wait);
   }
