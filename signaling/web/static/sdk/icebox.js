@@ -390,6 +390,10 @@ export class Call extends EventTarget {
           }
           return;
         }
+        if (m.code === 'unknown-peer') { // a peer left while our message to it was on the way
+          this._trace('unknown peer', m.message);
+          return;
+        }
         this._emit('error', { code: m.code, message: m.message });
         break;
     }
