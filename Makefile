@@ -11,7 +11,10 @@ HELM_VERSION          := v3.22.0
 export PATH := $(GOBIN):$(PATH)
 
 # What the tests run besides Go, as COMMAND:DEBIAN_PACKAGE[:SERVICE_TO_KEEP_STOPPED].
-TEST_DEPS := turnutils_uclient:coturn:coturn chromium:chromium systemd-analyze:systemd redis-server:redis-server:redis-server promtool:prometheus:prometheus
+TEST_DEPS := turnutils_uclient:coturn:coturn chromium:chromium firefox-esr:firefox-esr node:nodejs npm:npm \
+	systemd-analyze:systemd redis-server:redis-server:redis-server promtool:prometheus:prometheus
+# npm packages the tests run (TypeScript for the SDK's types), pinned by this lock file.
+NPM_TOOLS := signaling/web/typecheck
 
 .PHONY: help build test deps bench bench-nodes lint screenshot
 
@@ -24,6 +27,10 @@ build: ## Build bin/icebox (static, version stamped)
 deps: ## Install what the tests need, if missing (apt-get needs root; Go tools at pinned versions)
 	@.ci/install-deps $(TEST_DEPS)
 	@command -v helm >/dev/null 2>&1 || { echo "installing helm $(HELM_VERSION)"; $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); }
+	@if command -v npm >/dev/null 2>&1 && { [ ! -f $(NPM_TOOLS)/node_modules/.ci-done ] || \
+		[ $(NPM_TOOLS)/package-lock.json -nt $(NPM_TOOLS)/node_modules/.ci-done ]; }; then \
+		echo "npm ci in $(NPM_TOOLS)"; (cd $(NPM_TOOLS) && npm ci --no-audit --no-fund --loglevel=error) && \
+		touch $(NPM_TOOLS)/node_modules/.ci-done; fi
 
 test: deps ## Every test, as CI runs it: gofmt check, go vet, go test -race
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then \
@@ -55,6 +62,6 @@ lint: ## golangci-lint (installed at a pinned version if missing)
 		$(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 	"$(GOBIN)/golangci-lint" run ./...
 
-screenshot: ## Regenerate docs/demo.png (the demo with two participants, from the browser test)
+screenshot: ## Regenerate the pictures of the demo in docs/ (desktop, phone, six people; from the layout test)
 	@mkdir -p docs
-	ICEBOX_SCREENSHOT=$(CURDIR)/docs/demo.png $(GO) test -count=1 -run '^TestDemoTwoPeersRelayed$$' ./cmd/icebox
+	ICEBOX_DOCS=$(CURDIR)/docs $(GO) test -count=1 -run '^TestDemoLayout$$' ./cmd/icebox

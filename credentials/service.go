@@ -36,6 +36,7 @@ type Service struct {
 	proxies   Proxies
 	limiter   *limiter
 	log       *slog.Logger
+	refusals  *RefusalLog
 	draining  atomic.Bool
 
 	issued  *prometheus.CounterVec
@@ -55,6 +56,7 @@ func NewService(o ServiceOptions) (*Service, error) {
 	s := &Service{
 		secrets: o.Secrets, ttl: o.TTL, endpoints: o.Endpoints, auth: o.Auth,
 		origins: origins, proxies: proxies, limiter: newLimiter(o.RateLimit), log: o.Logger,
+		refusals: NewRefusalLog(o.Logger, "credentials: refused"),
 		issued: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_credentials_issued_total",
 			Help: "TURN credentials issued, by endpoint (ice-config, turn-credentials, ws: the signaling welcome).",
@@ -121,6 +123,7 @@ func (s *Service) guard(endpoint string, h handler) http.Handler {
 		if err != nil {
 			e := ErrorFor(err)
 			s.refused.WithLabelValues(e.Code).Inc()
+			s.refusals.Refused(time.Now(), e.Code, e.Message)
 			if e.Status == http.StatusInternalServerError {
 				s.log.Error("credentials", "endpoint", endpoint, "err", err)
 			}

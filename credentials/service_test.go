@@ -1,6 +1,7 @@
 package credentials_test
 
 import (
+	"cmp"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/rsa"
@@ -37,6 +38,7 @@ type setup struct {
 	proxies   []string
 	endpoints credentials.Endpoints
 	secrets   *credentials.Secrets
+	log       io.Writer // the service's log; nil: discarded
 }
 
 // start serves the credential endpoints on a real loopback HTTP server.
@@ -54,7 +56,7 @@ func start(t *testing.T, s setup) (*httptest.Server, *credentials.Service) {
 	svc, err := credentials.NewService(credentials.ServiceOptions{
 		Secrets: s.secrets, TTL: 24 * time.Hour, Endpoints: s.endpoints,
 		Auth: credentials.NewAuthenticator(s.auth), AllowedOrigins: s.origins, RateLimit: s.rate,
-		TrustedProxies: s.proxies, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		TrustedProxies: s.proxies, Logger: slog.New(slog.NewTextHandler(cmp.Or(s.log, io.Writer(io.Discard)), nil)),
 		Registry: prometheus.NewRegistry(),
 	})
 	if err != nil {

@@ -1,6 +1,7 @@
 package signaling_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"io"
@@ -41,6 +42,7 @@ type serverOptions struct {
 	// presence timeout.
 	redis    string
 	presence time.Duration
+	log      io.Writer // the hub's log; nil: discarded
 }
 
 func testConfig() signaling.Config {
@@ -83,7 +85,7 @@ func start(t testing.TB, o serverOptions) *server {
 		ICE: func(credentials.Identity) ([]credentials.ICEServer, int64) {
 			return []credentials.ICEServer{{URLs: []string{"stun:127.0.0.1:3478"}}}, 86400
 		},
-		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger:   slog.New(slog.NewTextHandler(cmp.Or(o.log, io.Writer(io.Discard)), nil)),
 		Registry: reg,
 	})
 	if err != nil {

@@ -51,6 +51,7 @@ type Hub struct {
 	log     *slog.Logger
 	metrics *metrics
 
+	refusals *credentials.RefusalLog // forbidden origins and rejected tokens, throttled
 	upgrader websocket.Upgrader
 
 	mu       sync.Mutex
@@ -75,6 +76,7 @@ func New(cfg Config, o Options) (*Hub, error) {
 		cfg: cfg, bus: o.Bus, auth: o.Auth, origins: o.Origins, proxies: o.Proxies, ice: o.ICE, mint: o.MintLimit, log: o.Logger,
 		sessions: map[string]*session{}, tokens: map[string]*session{},
 		conns: map[*conn]struct{}{}, perIP: map[netip.Addr]int{}, done: make(chan struct{}),
+		refusals: credentials.NewRefusalLog(o.Logger, "signaling: refused"),
 	}
 	if st, ok := o.Bus.(sessionStore); ok {
 		h.store = st

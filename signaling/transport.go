@@ -17,6 +17,7 @@ import (
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	refuse := func(status int, code, msg string, retry time.Duration) {
 		h.metrics.refused.WithLabelValues(code).Inc()
+		h.refusals.Refused(time.Now(), code, msg)
 		credentials.WriteError(w, &credentials.Error{Status: status, Code: code, Message: msg, RetryAfter: retry})
 	}
 	if !websocket.IsWebSocketUpgrade(r) {

@@ -324,14 +324,7 @@ func (a *app) run(ctx context.Context) error {
 		a.log.Error("a server failed; shutting down")
 		drain = 0
 	}
-	a.ready.Store(false)
-	a.draining.Store(true)
-	for _, c := range a.components {
-		c.Drain()
-	}
-	for _, d := range a.drainers {
-		d.Drain()
-	}
+	a.drain()
 	if drain > 0 {
 		t := time.NewTimer(drain)
 		select {
@@ -368,6 +361,19 @@ type busComponent struct {
 func (b *busComponent) Serve() error {
 	<-b.done
 	return nil
+}
+
+// drain begins a shutdown: not ready, and every component refuses new work (joins,
+// allocations, credentials) while what runs goes on.
+func (a *app) drain() {
+	a.ready.Store(false)
+	a.draining.Store(true)
+	for _, c := range a.components {
+		c.Drain()
+	}
+	for _, d := range a.drainers {
+		d.Drain()
+	}
 }
 
 func (b *busComponent) Drain() {}
