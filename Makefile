@@ -8,6 +8,7 @@ GOBIN   ?= $(shell $(GO) env GOPATH)/bin
 
 GOLANGCI_LINT_VERSION := v2.15.0
 HELM_VERSION          := v3.22.0
+PEBBLE_VERSION        := v2.10.3
 export PATH := $(GOBIN):$(PATH)
 
 # What the tests run besides Go, as COMMAND:DEBIAN_PACKAGE[:SERVICE_TO_KEEP_STOPPED].
@@ -24,6 +25,10 @@ build: ## Build bin/icebox (static, version stamped)
 deps: ## Install what the tests need, if missing (apt-get needs root; Go tools at pinned versions)
 	@.ci/install-deps $(TEST_DEPS)
 	@command -v helm >/dev/null 2>&1 || { echo "installing helm $(HELM_VERSION)"; $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); }
+	@for t in pebble pebble-challtestsrv; do \
+		$(GO) version -m "$(GOBIN)/$$t" 2>/dev/null | grep -Eq "pebble/v2[[:space:]]+$(PEBBLE_VERSION)[[:space:]]" || \
+		{ echo "installing $$t $(PEBBLE_VERSION) (the ACME test CA)"; $(GO) install github.com/letsencrypt/pebble/v2/cmd/$$t@$(PEBBLE_VERSION) || exit 1; }; \
+	done
 
 test: deps ## Every test, as CI runs it: gofmt check, go vet, go test -race
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then \
