@@ -158,16 +158,25 @@ func served(t *testing.T, addr, host string, roots *x509.CertPool) *x509.Certifi
 	return c.ConnectionState().PeerCertificates[0]
 }
 
+// startTLSALPN serves HTTPS on a loopback port whose certificate for host comes by TLS-ALPN-01
+// on that port, from a Pebble pointed at it (p), and waits for it; o adds to the manager's
+// options.
+func startTLSALPN(t *testing.T, host string, p pebbletest.Options, o acme.Options) (*manager, net.Listener, *pebbletest.CA) {
+	t.Helper()
+	cur := &current{}
+	ln := tlsServer(t, cur)
+	p.TLSPort = ln.Addr().(*net.TCPAddr).Port
+	ca := pebbletest.Start(t, p)
+	o.Host, o.TLSALPNPort, o.ListenHost, o.Roots = host, p.TLSPort, "127.0.0.1", roots(t, ca.APIRoot)
+	m := startManager(t, cur, acme.Config{CA: ca.Directory, CARoot: ca.APIRoot}, o)
+	m.waitReady(t)
+	return m, ln, ca
+}
+
 // TestTLSALPN01: the certificate comes by TLS-ALPN-01 on the TLS server's own port, and that
 // server then serves it, verified against the CA's root.
 func TestTLSALPN01(t *testing.T) {
-	cur := &current{}
-	ln := tlsServer(t, cur)
-	port := ln.Addr().(*net.TCPAddr).Port
-	ca := pebbletest.Start(t, pebbletest.Options{TLSPort: port})
-	m := startManager(t, cur, acme.Config{CA: ca.Directory, CARoot: ca.APIRoot},
-		acme.Options{Host: "alpn.icebox.test", TLSALPNPort: port, ListenHost: "127.0.0.1", Roots: roots(t, ca.APIRoot)})
-	m.waitReady(t)
+	m, ln, ca := startTLSALPN(t, "alpn.icebox.test", pebbletest.Options{}, acme.Options{})
 	leaf := served(t, ln.Addr().String(), "alpn.icebox.test", ca.Roots)
 	if len(leaf.DNSNames) != 1 || leaf.DNSNames[0] != "alpn.icebox.test" {
 		t.Errorf("certificate for %v, want alpn.icebox.test", leaf.DNSNames)
@@ -296,13 +305,7 @@ func TestCAUnreachable(t *testing.T) {
 // TestRenew: a forced renewal puts a new certificate in service for new connections, while a
 // connection made with the old one goes on.
 func TestRenew(t *testing.T) {
-	cur := &current{}
-	ln := tlsServer(t, cur)
-	port := ln.Addr().(*net.TCPAddr).Port
-	ca := pebbletest.Start(t, pebbletest.Options{TLSPort: port})
-	m := startManager(t, cur, acme.Config{CA: ca.Directory, CARoot: ca.APIRoot},
-		acme.Options{Host: "renew.icebox.test", TLSALPNPort: port, ListenHost: "127.0.0.1", Roots: roots(t, ca.APIRoot)})
-	m.waitReady(t)
+	m, ln, ca := startTLSALPN(t, "renew.icebox.test", pebbletest.Options{}, acme.Options{})
 	tr := &http.Transport{TLSClientConfig: &tls.Config{ServerName: "renew.icebox.test", RootCAs: ca.Roots, MinVersion: tls.VersionTLS12}}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
@@ -344,15 +347,8 @@ func TestRenew(t *testing.T) {
 // TestRenewsBeforeExpiry: with short-lived certificates, a renewal happens on its own, from the
 // certificate's dates (or the CA's ARI window), while the first certificate is still valid.
 func TestRenewsBeforeExpiry(t *testing.T) {
-	cur := &current{}
-	ln := tlsServer(t, cur)
-	port := ln.Addr().(*net.TCPAddr).Port
-	const lifetime = 15 * time.Second
-	ca := pebbletest.Start(t, pebbletest.Options{TLSPort: port, Validity: lifetime})
-	m := startManager(t, cur, acme.Config{CA: ca.Directory, CARoot: ca.APIRoot},
-		acme.Options{Host: "short.icebox.test", TLSALPNPort: port, ListenHost: "127.0.0.1", Roots: roots(t, ca.APIRoot),
-			RenewCheck: 250 * time.Millisecond})
-	m.waitReady(t)
+	_, ln, ca := startTLSALPN(t, "short.icebox.test", pebbletest.Options{Validity: 15 * time.Second},
+		acme.Options{RenewCheck: 250 * time.Millisecond})
 	first := served(t, ln.Addr().String(), "short.icebox.test", ca.Roots)
 	for {
 		now := time.Now()

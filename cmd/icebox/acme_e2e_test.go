@@ -8,8 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os/exec"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -97,20 +95,7 @@ func TestEdgeACME(t *testing.T) {
 		// 0x4FFF, which icebox refuses with 400 as RFC 8656 wants.
 		args := []string{"-W", cfg.Credentials.Secrets[0], "-u", "uclient", "-e", "127.0.0.1", "-r", strconv.Itoa(echo.Port),
 			"-p", strconv.Itoa(port), "-n", "20", "-m", "1", "-c", "-X", "-s", "-t", "-S", "127.0.0.1"}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		out, err := exec.CommandContext(ctx, uclient, args...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("turnutils_uclient %v: %v\n%s", args, err, out)
-		}
-		sent := regexp.MustCompile(`tot_send_msgs=(\d+), tot_recv_msgs=(\d+)\n`).FindSubmatch(out)
-		lost := regexp.MustCompile(`Total lost packets (\d+) \(`).FindSubmatch(out)
-		if sent == nil || lost == nil {
-			t.Fatalf("cannot read the uclient report:\n%s", out)
-		}
-		if string(sent[1]) == "0" || string(sent[1]) != string(sent[2]) || string(lost[1]) != "0" {
-			t.Errorf("sent %s, received %s, lost %s; want every message back:\n%s", sent[1], sent[2], lost[1], out)
-		}
+		turntest.Uclient(t, uclient, args...)
 	})
 
 	t.Run("renewal keeps connections", func(t *testing.T) {
