@@ -108,7 +108,7 @@ func New(c Config, o Options) (*Manager, error) {
 	zlog := zapLogger(log)
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{
-		host:     o.Host,
+		host:     strings.TrimSuffix(strings.ToLower(o.Host), "."), // as certmagic names it
 		ca:       c.CA,
 		log:      log,
 		retry:    cmp.Or(o.Retry, defaultRetry),
@@ -186,7 +186,10 @@ func (m *Manager) Serve() error {
 			return nil
 		}
 		cert, ok := m.current()
-		if err == nil || ok {
+		if err == nil && !ok {
+			err = fmt.Errorf("the stored certificate for %s has expired and its renewal failed; renewing is retried in the background", m.host)
+		}
+		if ok {
 			m.mu.Lock()
 			m.lastErr = nil
 			m.mu.Unlock()
