@@ -502,7 +502,11 @@ func (a *app) run(ctx context.Context) error {
 	}
 	a.ready.Store(true)
 	a.logServing()
-	a.log.Info("icebox ready")
+	if _, err := a.notReady(); err != nil {
+		a.log.Info("icebox serving; /readyz answers 503 until the certificate is in service", "waiting", err.Error())
+	} else {
+		a.log.Info("icebox ready")
+	}
 
 	drain := a.cfg.Shutdown.Drain
 	select {
