@@ -187,7 +187,7 @@ func (ca *CA) Start(t testing.TB) {
 	if err != nil {
 		t.Fatalf("pebble's root: %v", err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	ca.RootsPEM, _ = io.ReadAll(resp.Body)
 	ca.Roots = x509.NewCertPool()
 	if !ca.Roots.AppendCertsFromPEM(ca.RootsPEM) {
@@ -237,7 +237,7 @@ func waitTCP(t testing.TB, name, addr string) {
 // is shown when the test fails.
 func run(t testing.TB, name, path string, env []string, args ...string) func() {
 	t.Helper()
-	cmd := exec.Command(path, args...)
+	cmd := exec.Command(path, args...) //nolint:gosec // the test's own tools, found by Tools
 	cmd.Env = append(os.Environ(), env...)
 	var out lockedBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out

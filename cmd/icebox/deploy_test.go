@@ -299,8 +299,10 @@ func checkPod(t *testing.T, m manifests) {
 	}
 	// Root only on the node's network with a port below 1024 (no other way to bind it there),
 	// and then with NET_BIND_SERVICE alone (checked above).
-	if psc := spec.SecurityContext; psc == nil || psc.RunAsNonRoot == nil ||
-		(!*psc.RunAsNonRoot && !(spec.HostNetwork && psc.RunAsUser != nil && *psc.RunAsUser == 0)) {
+	rootOnNode := func(psc *corev1.PodSecurityContext) bool {
+		return spec.HostNetwork && psc.RunAsUser != nil && *psc.RunAsUser == 0
+	}
+	if psc := spec.SecurityContext; psc == nil || psc.RunAsNonRoot == nil || (!*psc.RunAsNonRoot && !rootOnNode(psc)) {
 		t.Errorf("pod security context: %+v", psc)
 	}
 	if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Sleep == nil {

@@ -40,7 +40,7 @@ func Uclient(t testing.TB, path string, args ...string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, path, args...).CombinedOutput()
+	out, err := exec.CommandContext(ctx, path, args...).CombinedOutput() //nolint:gosec // the test's own tool
 	if err != nil {
 		t.Fatalf("turnutils_uclient %v: %v\n%s", args, err, out)
 	}
