@@ -77,6 +77,7 @@ func startEdge(t *testing.T, o edge.Options) *fixture {
 		EdgeTCP: f.edge.TURNTCP(), EdgeTLS: f.edge.TURNTLS(),
 		Secrets: f.secrets, MaxTTL: time.Hour, PublicIP: netip.MustParseAddr("127.0.0.1"),
 		Logger: log, Registry: f.reg,
+		IdleTimeout: 500 * time.Millisecond, // a TURN connection without an allocation
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -239,6 +240,8 @@ func TestGarbageAndSilence(t *testing.T) {
 		return c
 	}
 	const limit = 5 * time.Second // far above the 300 ms deadlines; no timing is asserted
+	// A STUN Binding request, as a TURN client's first message.
+	stunBinding := []byte("\x00\x01\x00\x00\x21\x12\xa4\x42abcdefghijkl")
 	for _, tc := range []struct {
 		name    string
 		run     func(t *testing.T) net.Conn
@@ -266,6 +269,17 @@ func TestGarbageAndSilence(t *testing.T) {
 			_, _ = c.Write([]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01})
 			return c
 		}, "timeout"},
+		{"turn over tls that never allocates", func(t *testing.T) net.Conn {
+			// Routed to TURN, whose idle timeout closes a connection without an allocation
+			// however often it sends Bindings.
+			c := dialTLS(t)
+			_, _ = c.Write(stunBinding)
+			resp := make([]byte, 20)
+			if _, err := io.ReadFull(c, resp); err != nil || resp[0] != 0x01 || resp[1] != 0x01 {
+				t.Fatalf("binding over tls through the edge: %q, %v; want a success response", resp, err)
+			}
+			return c
+		}, "turn_tls"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := f.metric(t, tc.outcome)
