@@ -6,12 +6,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 
 	"github.com/icebox-rtc/icebox/acme"
 	"github.com/icebox-rtc/icebox/acme/pebbletest"
@@ -204,5 +207,25 @@ func TestBinaryACMEPublicHostIP(t *testing.T) {
 		"ICEBOX_EDGE_LISTEN=127.0.0.1:0", "ICEBOX_PUBLIC_HOST=203.0.113.7", "ICEBOX_HTTP_LISTEN=127.0.0.1:0"), "serve")
 	if code != exitUsage || !strings.Contains(stderr, `public_host: "203.0.113.7" is an IP address`) {
 		t.Errorf("exit %d, stderr %q; want 2 naming public_host", code, stderr)
+	}
+}
+
+// TestEdgeACMEStartFails: a start that fails after the certificate manager was made (a port in
+// use) stops it again: no goroutine of it is left.
+func TestEdgeACMEStartFails(t *testing.T) {
+	before := goleak.IgnoreCurrent()
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	ca := pebbletest.New(t, pebbletest.Options{}) // never asked
+	cfg := acmeConfig(t, "fails.icebox.test", pebbletest.FreePort(t), ca)
+	cfg.HTTP.Listen = taken.Addr().String()
+	if _, err := newApp(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), readBuildInfo()); err == nil || !strings.Contains(err.Error(), "http.listen") {
+		t.Fatalf("newApp with http.listen taken: %v, want an error naming it", err)
+	}
+	if err := goleak.Find(append(pebbletest.GoroutinesToIgnore(), before)...); err != nil {
+		t.Errorf("left behind by the failed start: %v", err)
 	}
 }

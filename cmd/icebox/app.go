@@ -258,9 +258,6 @@ func newApp(cfg Config, log *slog.Logger, info buildInfo) (a *app, err error) {
 	if acmeHTTPLn != nil {
 		a.components = append(a.components, namedComponent{"acme-http", newHTTPServer(acmeHTTPLn, a.redirectHandler(), nil, log)})
 	}
-	if a.acme != nil {
-		a.components = append(a.components, namedComponent{"acme", a.acme})
-	}
 	a.routeOps()
 	return a, nil
 }
@@ -294,6 +291,9 @@ func (a *app) newACME(edgeLn, httpLn net.Listener) (*acme.Manager, error) {
 		return nil, fmt.Errorf("acme: %w", err)
 	}
 	a.readiness = append(a.readiness, readinessCheck{"no-certificate", m.Ready})
+	// A component from now on, so that a start failing later stops its certificate cache. (It
+	// shuts down after the servers: a renewal may go on while they drain.)
+	a.components = append(a.components, namedComponent{"acme", m})
 	return m, nil
 }
 
