@@ -176,10 +176,11 @@ func startTLSALPN(t *testing.T, host string, p pebbletest.Options, o acme.Option
 // TestTLSALPN01: the certificate comes by TLS-ALPN-01 on the TLS server's own port, and that
 // server then serves it, verified against the CA's root.
 func TestTLSALPN01(t *testing.T) {
-	m, ln, ca := startTLSALPN(t, "alpn.icebox.test", pebbletest.Options{}, acme.Options{})
-	leaf := served(t, ln.Addr().String(), "alpn.icebox.test", ca.Roots)
-	if len(leaf.DNSNames) != 1 || leaf.DNSNames[0] != "alpn.icebox.test" {
-		t.Errorf("certificate for %v, want alpn.icebox.test", leaf.DNSNames)
+	host := pebbletest.Name("alpn")
+	m, ln, ca := startTLSALPN(t, host, pebbletest.Options{}, acme.Options{})
+	leaf := served(t, ln.Addr().String(), host, ca.Roots)
+	if len(leaf.DNSNames) != 1 || leaf.DNSNames[0] != host {
+		t.Errorf("certificate for %v, want %s", leaf.DNSNames, host)
 	}
 	if got := m.metric(t, "icebox_acme_challenges_total", "type", "tls-alpn-01"); got < 1 {
 		t.Errorf("tls-alpn-01 challenges answered: got %v, want at least 1", got)
@@ -193,7 +194,7 @@ func TestTLSALPN01(t *testing.T) {
 	// A client without SNI gets the same certificate.
 	c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: ca.Roots, MinVersion: tls.VersionTLS12,
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{DNSName: "alpn.icebox.test", Roots: ca.Roots, Intermediates: pool(cs.PeerCertificates[1:])})
+			_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{DNSName: host, Roots: ca.Roots, Intermediates: pool(cs.PeerCertificates[1:])})
 			return err
 		}, InsecureSkipVerify: true}) //nolint:gosec // verified by VerifyConnection, against the name icebox serves
 	if err != nil {
@@ -225,7 +226,7 @@ func TestHTTP01(t *testing.T) {
 	port := ln.Addr().(*net.TCPAddr).Port
 	ca := pebbletest.Start(t, pebbletest.Options{HTTPPort: port})
 	m := startManager(t, cur, acme.Config{CA: ca.Directory, CARoot: ca.APIRoot},
-		acme.Options{Host: "http01.icebox.test", HTTPPort: port, ListenHost: "127.0.0.1", Roots: roots(t, ca.APIRoot)})
+		acme.Options{Host: pebbletest.Name("http01"), HTTPPort: port, ListenHost: "127.0.0.1", Roots: roots(t, ca.APIRoot)})
 	m.waitReady(t)
 	if got := m.metric(t, "icebox_acme_challenges_total", "type", "http-01"); got < 1 {
 		t.Errorf("http-01 challenges answered: got %v, want at least 1", got)
@@ -249,7 +250,8 @@ func TestCAUnreachable(t *testing.T) {
 	port := ln.Addr().(*net.TCPAddr).Port
 	ca := pebbletest.New(t, pebbletest.Options{TLSPort: port})
 	cfg := acme.Config{CA: ca.Directory, CARoot: ca.APIRoot, Storage: t.TempDir()}
-	opts := acme.Options{Host: "retry.icebox.test", TLSALPNPort: port, ListenHost: "127.0.0.1", Roots: roots(t, ca.APIRoot),
+	host := pebbletest.Name("retry")
+	opts := acme.Options{Host: host, TLSALPNPort: port, ListenHost: "127.0.0.1", Roots: roots(t, ca.APIRoot),
 		Retry: 100 * time.Millisecond, MaxRetry: 400 * time.Millisecond}
 	m := startManager(t, cur, cfg, opts)
 
@@ -261,7 +263,7 @@ func TestCAUnreachable(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	err := m.Ready()
-	if err == nil || !strings.Contains(err.Error(), "connection refused") || !strings.Contains(err.Error(), "retry.icebox.test") {
+	if err == nil || !strings.Contains(err.Error(), "connection refused") || !strings.Contains(err.Error(), host) {
 		t.Errorf("Ready: got %v, want the cause (connection refused) and the name", err)
 	}
 	lines := m.logs.lines("no certificate yet")
@@ -284,7 +286,7 @@ func TestCAUnreachable(t *testing.T) {
 
 	ca.Start(t)
 	m.waitReady(t)
-	served(t, ln.Addr().String(), "retry.icebox.test", ca.Roots)
+	served(t, ln.Addr().String(), host, ca.Roots)
 
 	// A restart with the CA gone serves the stored certificate at once.
 	first := m
@@ -296,7 +298,7 @@ func TestCAUnreachable(t *testing.T) {
 	ca.Stop()
 	m = startManager(t, cur, cfg, opts)
 	m.waitReady(t)
-	served(t, ln.Addr().String(), "retry.icebox.test", ca.Roots)
+	served(t, ln.Addr().String(), host, ca.Roots)
 	if n := len(m.logs.lines("no certificate yet")); n != 0 {
 		t.Errorf("the restart asked the CA: %d failed attempts", n)
 	}
@@ -305,8 +307,9 @@ func TestCAUnreachable(t *testing.T) {
 // TestRenew: a forced renewal puts a new certificate in service for new connections, while a
 // connection made with the old one goes on.
 func TestRenew(t *testing.T) {
-	m, ln, ca := startTLSALPN(t, "renew.icebox.test", pebbletest.Options{}, acme.Options{})
-	tr := &http.Transport{TLSClientConfig: &tls.Config{ServerName: "renew.icebox.test", RootCAs: ca.Roots, MinVersion: tls.VersionTLS12}}
+	host := pebbletest.Name("renew")
+	m, ln, ca := startTLSALPN(t, host, pebbletest.Options{}, acme.Options{})
+	tr := &http.Transport{TLSClientConfig: &tls.Config{ServerName: host, RootCAs: ca.Roots, MinVersion: tls.VersionTLS12}}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	url := "https://" + ln.Addr().String() + "/"
@@ -332,7 +335,7 @@ func TestRenew(t *testing.T) {
 	if again := get(); again.SerialNumber.Cmp(before.SerialNumber) != 0 {
 		t.Errorf("the open connection changed certificate: it was not kept")
 	}
-	after := served(t, ln.Addr().String(), "renew.icebox.test", ca.Roots)
+	after := served(t, ln.Addr().String(), host, ca.Roots)
 	if after.SerialNumber.Cmp(before.SerialNumber) == 0 {
 		t.Errorf("a new connection still gets the old certificate (serial %v)", before.SerialNumber)
 	}
@@ -347,12 +350,13 @@ func TestRenew(t *testing.T) {
 // TestRenewsBeforeExpiry: with short-lived certificates, a renewal happens on its own, from the
 // certificate's dates (or the CA's ARI window), while the first certificate is still valid.
 func TestRenewsBeforeExpiry(t *testing.T) {
-	_, ln, ca := startTLSALPN(t, "short.icebox.test", pebbletest.Options{Validity: 15 * time.Second},
+	host := pebbletest.Name("short")
+	_, ln, ca := startTLSALPN(t, host, pebbletest.Options{Validity: 15 * time.Second},
 		acme.Options{RenewCheck: 250 * time.Millisecond})
-	first := served(t, ln.Addr().String(), "short.icebox.test", ca.Roots)
+	first := served(t, ln.Addr().String(), host, ca.Roots)
 	for {
 		now := time.Now()
-		leaf := served(t, ln.Addr().String(), "short.icebox.test", ca.Roots)
+		leaf := served(t, ln.Addr().String(), host, ca.Roots)
 		if leaf.SerialNumber.Cmp(first.SerialNumber) != 0 {
 			if !now.Before(first.NotAfter) {
 				t.Errorf("renewed at %v, after the first certificate expired at %v", now, first.NotAfter)

@@ -329,3 +329,12 @@ func GoroutinesToIgnore() []goleak.Option {
 		goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.keepLockfileFresh"),
 	}
 }
+
+// Name is a fresh DNS name under icebox.test for one test run: certmagic keeps state by name
+// for the whole process (challenges, renewal backoff), which a test run with -count must not
+// inherit from the run before.
+func Name(label string) string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return fmt.Sprintf("%s-%x.icebox.test", label, b)
+}

@@ -82,10 +82,10 @@ func (e edgeTarget) servedSerial(t *testing.T) string {
 func TestEdgeACME(t *testing.T) {
 	port := pebbletest.FreePort(t)
 	ca := pebbletest.Start(t, pebbletest.Options{TLSPort: port})
-	cfg := acmeConfig(t, "icebox.test", port, ca)
+	cfg := acmeConfig(t, pebbletest.Name("edge"), port, ca)
 	a, _, _ := startApp(t, cfg)
 	waitReady(t, a)
-	e := edgeTarget{addr: a.edge.Addr().String(), udp: a.edgeUDP.String(), host: "icebox.test", roots: ca.Roots}
+	e := edgeTarget{addr: a.edge.Addr().String(), udp: a.edgeUDP.String(), host: cfg.PublicHost, roots: ca.Roots}
 	if got := turntest.Metric(t, a.registry, "icebox_acme_challenges_total", "type", "tls-alpn-01"); got < 1 {
 		t.Errorf("tls-alpn-01 challenges answered: %v, want at least 1", got)
 	}
@@ -134,14 +134,14 @@ func TestEdgeACME(t *testing.T) {
 func TestEdgeACMEHTTP01(t *testing.T) {
 	edgePort, httpPort := pebbletest.FreePort(t), pebbletest.FreePort(t)
 	ca := pebbletest.Start(t, pebbletest.Options{HTTPPort: httpPort})
-	cfg := acmeConfig(t, "http01.icebox.test", edgePort, ca)
+	cfg := acmeConfig(t, pebbletest.Name("http01"), edgePort, ca)
 	cfg.ACME.HTTPListen = "127.0.0.1:" + strconv.Itoa(httpPort)
 	a, _, _ := startApp(t, cfg)
 	waitReady(t, a)
 	if got := turntest.Metric(t, a.registry, "icebox_acme_challenges_total", "type", "http-01"); got < 1 {
 		t.Errorf("http-01 challenges answered: %v, want at least 1", got)
 	}
-	e := edgeTarget{addr: a.edge.Addr().String(), host: "http01.icebox.test", roots: ca.Roots}
+	e := edgeTarget{addr: a.edge.Addr().String(), host: cfg.PublicHost, roots: ca.Roots}
 	if resp, body := e.get(t, "/healthz"); resp.StatusCode != http.StatusOK {
 		t.Errorf("https with the certificate: %d %s", resp.StatusCode, body)
 	}
@@ -161,14 +161,14 @@ func TestEdgeACMEHTTP01(t *testing.T) {
 // hanging.
 func TestEdgeACMEUnreachable(t *testing.T) {
 	ca := pebbletest.New(t, pebbletest.Options{}) // never started
-	cfg := acmeConfig(t, "down.icebox.test", pebbletest.FreePort(t), ca)
+	cfg := acmeConfig(t, pebbletest.Name("down"), pebbletest.FreePort(t), ca)
 	a, _, _ := startApp(t, cfg)
 
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		status, code, msg := readyz(t, a)
 		if status == http.StatusServiceUnavailable && code == "no-certificate" && strings.Contains(msg, "connection refused") {
-			if !strings.Contains(msg, "down.icebox.test") || !strings.Contains(msg, "attempt 1 failed") {
+			if !strings.Contains(msg, cfg.PublicHost) || !strings.Contains(msg, "attempt 1 failed") {
 				t.Errorf("readyz message %q: want the name and the attempt", msg)
 			}
 			break
@@ -194,7 +194,7 @@ func TestEdgeACMEUnreachable(t *testing.T) {
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if err := tls.Client(conn, &tls.Config{ServerName: "down.icebox.test", MinVersion: tls.VersionTLS12}).Handshake(); err == nil ||
+	if err := tls.Client(conn, &tls.Config{ServerName: cfg.PublicHost, MinVersion: tls.VersionTLS12}).Handshake(); err == nil ||
 		strings.Contains(err.Error(), "timeout") {
 		t.Errorf("TLS on the edge without a certificate: %v, want a handshake failure at once", err)
 	}
@@ -220,7 +220,7 @@ func TestEdgeACMEStartFails(t *testing.T) {
 	}
 	defer taken.Close()
 	ca := pebbletest.New(t, pebbletest.Options{}) // never asked
-	cfg := acmeConfig(t, "fails.icebox.test", pebbletest.FreePort(t), ca)
+	cfg := acmeConfig(t, pebbletest.Name("fails"), pebbletest.FreePort(t), ca)
 	cfg.HTTP.Listen = taken.Addr().String()
 	if _, err := newApp(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), readBuildInfo()); err == nil || !strings.Contains(err.Error(), "http.listen") {
 		t.Fatalf("newApp with http.listen taken: %v, want an error naming it", err)

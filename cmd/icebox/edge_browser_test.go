@@ -52,21 +52,21 @@ func spkiHashes(t *testing.T, e edgeTarget) string {
 func TestBrowserEdgeACME(t *testing.T) {
 	port := pebbletest.FreePort(t)
 	ca := pebbletest.Start(t, pebbletest.Options{TLSPort: port})
-	cfg := acmeConfig(t, "call.icebox.test", port, ca)
+	cfg := acmeConfig(t, pebbletest.Name("call"), port, ca)
 	cfg.TURN.UDPListen, cfg.TURN.TCPListen, cfg.Edge.UDPListen = "", "", ""
 	cfg.TURN.AllowedPeerCIDRs = nil // relays reach each other as their own relay address
 	cfg.HTTP.RateLimit = 0
 	cfg.Signaling.MaxConnsPerIP = 0
 	a, _, _ := startApp(t, cfg)
 	waitReady(t, a)
-	e := edgeTarget{addr: a.edge.Addr().String(), host: "call.icebox.test", roots: ca.Roots}
-	turns := "turns:call.icebox.test:" + e.port() + "?transport=tcp"
+	e := edgeTarget{addr: a.edge.Addr().String(), host: cfg.PublicHost, roots: ca.Roots}
+	turns := "turns:" + cfg.PublicHost + ":" + e.port() + "?transport=tcp"
 	if uris, _ := turnURIs(t, e.iceConfig(t)); len(uris) != 1 || uris[0] != turns {
 		t.Fatalf("/ice-config lists %v, want only %s", uris, turns)
 	}
 
 	browser := newBrowser(t,
-		chromedp.Flag("host-resolver-rules", "MAP call.icebox.test 127.0.0.1"),
+		chromedp.Flag("host-resolver-rules", "MAP "+cfg.PublicHost+" 127.0.0.1"),
 		chromedp.Flag("ignore-certificate-errors-spki-list", spkiHashes(t, e)),
 	)
 	url := e.base() + "/?room=edge&policy=relay&name="
