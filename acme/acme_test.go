@@ -1,11 +1,9 @@
 package acme_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -29,28 +27,48 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, pebbletest.GoroutinesToIgnore()...)
 }
 
-// logBuffer collects JSON log lines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+// logRecorder keeps the log records at info level and above, for the tests to read; with -v
+// it also hands every record to next.
+type logRecorder struct {
+	next    slog.Handler
+	mu      sync.Mutex
+	records []slog.Record
 }
 
-func (l *logBuffer) Write(p []byte) (int, error) {
+func (l *logRecorder) Enabled(ctx context.Context, level slog.Level) bool {
+	return level >= slog.LevelInfo || (l.next != nil && l.next.Enabled(ctx, level))
+}
+func (l *logRecorder) WithAttrs([]slog.Attr) slog.Handler { return l } // acme adds only component
+func (l *logRecorder) WithGroup(string) slog.Handler      { return l }
+
+func (l *logRecorder) Handle(ctx context.Context, r slog.Record) error {
+	if l.next != nil {
+		_ = l.next.Handle(ctx, r)
+	}
+	if r.Level < slog.LevelInfo {
+		return nil
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.b.Write(p)
+	l.records = append(l.records, r.Clone())
+	return nil
 }
 
-// lines are the log records whose message starts with msg.
-func (l *logBuffer) lines(msg string) []map[string]any {
+// lines are the attributes of the records whose message starts with msg, and "msg".
+func (l *logRecorder) lines(msg string) []map[string]any {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var out []map[string]any
-	for _, line := range strings.Split(l.b.String(), "\n") {
-		var m map[string]any
-		if json.Unmarshal([]byte(line), &m) == nil && strings.HasPrefix(fmt.Sprint(m["msg"]), msg) {
-			out = append(out, m)
+	for _, r := range l.records {
+		if !strings.HasPrefix(r.Message, msg) {
+			continue
 		}
+		m := map[string]any{"msg": r.Message}
+		r.Attrs(func(a slog.Attr) bool {
+			m[a.Key] = a.Value.Any()
+			return true
+		})
+		out = append(out, m)
 	}
 	return out
 }
@@ -59,7 +77,7 @@ func (l *logBuffer) lines(msg string) []map[string]any {
 type manager struct {
 	*acme.Manager
 	reg  *prometheus.Registry
-	logs *logBuffer
+	logs *logRecorder
 }
 
 // current is the manager the test's servers ask for certificates and challenges: set before it
@@ -68,12 +86,11 @@ type current struct{ atomic.Pointer[acme.Manager] }
 
 func startManager(t *testing.T, cur *current, c acme.Config, o acme.Options) *manager {
 	t.Helper()
-	m := &manager{reg: prometheus.NewRegistry(), logs: &logBuffer{}}
-	var w io.Writer = m.logs
+	m := &manager{reg: prometheus.NewRegistry(), logs: &logRecorder{}}
 	if testing.Verbose() {
-		w = io.MultiWriter(m.logs, turntest.NewLogWriter(t))
+		m.logs.next = slog.NewTextHandler(turntest.NewLogWriter(t), &slog.HandlerOptions{Level: slog.LevelDebug})
 	}
-	o.Logger = slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	o.Logger = slog.New(m.logs)
 	o.Registry = m.reg
 	c.Enabled = true
 	c.Email = "ops@icebox.test"
@@ -269,7 +286,7 @@ func TestCAUnreachable(t *testing.T) {
 	lines := m.logs.lines("no certificate yet")
 	var waits []string
 	for i, l := range lines[:4] {
-		if l["attempt"] != float64(i+1) || !strings.Contains(fmt.Sprint(l["err"]), "connection refused") {
+		if l["attempt"] != int64(i+1) || !strings.Contains(fmt.Sprint(l["err"]), "connection refused") {
 			t.Errorf("log line %d: attempt %v, err %v; want attempt %d and the cause", i, l["attempt"], l["err"], i+1)
 		}
 		waits = append(waits, fmt.Sprint(l["retry_in"]))
