@@ -241,6 +241,7 @@ func run(t testing.TB, name, path string, env []string, args ...string) func() {
 	cmd.Env = append(os.Environ(), env...)
 	var out lockedBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
+	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}
