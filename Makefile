@@ -8,6 +8,7 @@ GOBIN   ?= $(shell $(GO) env GOPATH)/bin
 
 GOLANGCI_LINT_VERSION := v2.15.0
 HELM_VERSION          := v3.22.0
+PEBBLE_VERSION        := v2.10.3
 export PATH := $(GOBIN):$(PATH)
 
 # What the tests run besides Go, as COMMAND:DEBIAN_PACKAGE[:SERVICE_TO_KEEP_STOPPED].
@@ -31,6 +32,10 @@ deps: ## Install what the tests need, if missing (apt-get needs root; Go tools a
 		[ $(NPM_TOOLS)/package-lock.json -nt $(NPM_TOOLS)/node_modules/.ci-done ]; }; then \
 		echo "npm ci in $(NPM_TOOLS)"; (cd $(NPM_TOOLS) && npm ci --no-audit --no-fund --loglevel=error) && \
 		touch $(NPM_TOOLS)/node_modules/.ci-done; fi
+	@for t in pebble pebble-challtestsrv; do \
+		$(GO) version -m "$(GOBIN)/$$t" 2>/dev/null | grep -Eq "pebble/v2[[:space:]]+$(PEBBLE_VERSION)[[:space:]]" || \
+		{ echo "installing $$t $(PEBBLE_VERSION) (the ACME test CA)"; $(GO) install github.com/letsencrypt/pebble/v2/cmd/$$t@$(PEBBLE_VERSION) || exit 1; }; \
+	done
 
 test: deps ## Every test, as CI runs it: gofmt check, go vet, go test -race
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then \

@@ -191,6 +191,13 @@ func TestICEConfigURIs(t *testing.T) {
 			[][]string{{"turn:turn.example.org:443?transport=tcp"}}},
 		{"tls only", credentials.Endpoints{Host: "turn.example.org", TLS: 5349},
 			[][]string{{"turns:turn.example.org:5349?transport=tcp"}}},
+		{"edge beside the others: udp before tcp before tls", credentials.Endpoints{Host: "turn.example.org", UDP: 3478, TCP: 3478, TLS: 5349, EdgeUDP: 443, EdgeTLS: 443},
+			[][]string{{"stun:turn.example.org:3478"}, {"turn:turn.example.org:3478?transport=udp", "turn:turn.example.org:443?transport=udp",
+				"turn:turn.example.org:3478?transport=tcp", "turns:turn.example.org:5349?transport=tcp", "turns:turn.example.org:443?transport=tcp"}}},
+		{"edge only", credentials.Endpoints{Host: "turn.example.org", EdgeUDP: 443, EdgeTLS: 443},
+			[][]string{{"stun:turn.example.org:443"}, {"turn:turn.example.org:443?transport=udp", "turns:turn.example.org:443?transport=tcp"}}},
+		{"edge tls only", credentials.Endpoints{Host: "turn.example.org", EdgeTLS: 8443},
+			[][]string{{"turns:turn.example.org:8443?transport=tcp"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv, _ := start(t, setup{endpoints: tc.e})

@@ -26,6 +26,14 @@ type Options struct {
 	UDP []net.PacketConn
 	TCP net.Listener
 	TLS net.Listener
+	// EdgeUDP, EdgeTCP and EdgeTLS are the edge port's share of TURN (package edge): its UDP
+	// sockets, and listeners yielding the connections it routed to TURN, EdgeTLS's already
+	// past their handshake. Each is a transport of its own ("edge-udp", "edge-tcp",
+	// "edge-tls"): a browser allocates from one local socket on every TURN server it is given,
+	// and a transport knows its clients by their address alone.
+	EdgeUDP []net.PacketConn
+	EdgeTCP net.Listener
+	EdgeTLS net.Listener
 
 	// Secrets verify TURN REST credentials; MaxTTL is credentials.max_ttl.
 	Secrets *credentials.Secrets
@@ -130,10 +138,16 @@ func New(c Config, o Options) (*Server, error) {
 		return nil
 	}
 	var err error
-	if len(o.UDP) > 0 {
-		t := newTransport("udp", s)
+	for _, u := range []struct {
+		name  string
+		conns []net.PacketConn
+	}{{"udp", o.UDP}, {"edge-udp", o.EdgeUDP}} {
+		if len(u.conns) == 0 || err != nil {
+			continue
+		}
+		t := newTransport(u.name, s)
 		sc := config(t)
-		for _, pc := range o.UDP {
+		for _, pc := range u.conns {
 			c := newPacketConn(pc, t)
 			if t.out == nil {
 				t.out = c.raw
@@ -149,7 +163,7 @@ func New(c Config, o Options) (*Server, error) {
 	for _, l := range []struct {
 		name string
 		ln   net.Listener
-	}{{"tcp", o.TCP}, {"tls", o.TLS}} {
+	}{{"tcp", o.TCP}, {"tls", o.TLS}, {"edge-tcp", o.EdgeTCP}, {"edge-tls", o.EdgeTLS}} {
 		if l.ln == nil || err != nil {
 			continue
 		}
@@ -164,10 +178,10 @@ func New(c Config, o Options) (*Server, error) {
 	}
 	if err != nil || len(s.pions) == 0 {
 		_ = s.close()
-		for _, pc := range o.UDP {
+		for _, pc := range append(o.UDP, o.EdgeUDP...) {
 			_ = pc.Close()
 		}
-		for _, ln := range []net.Listener{o.TCP, o.TLS} {
+		for _, ln := range []net.Listener{o.TCP, o.TLS, o.EdgeTCP, o.EdgeTLS} {
 			if ln != nil {
 				_ = ln.Close()
 			}

@@ -69,6 +69,13 @@ func Dial(t testing.TB, network, addr string, tlsConfig *tls.Config) *Client {
 	if err != nil {
 		t.Fatalf("dial %s %s: %v", network, addr, err)
 	}
+	return NewClient(t, network, conn)
+}
+
+// NewClient is a client on a connection the test dialed itself ("udp", "tcp" or "tls"); it is
+// closed when the test ends.
+func NewClient(t testing.TB, network string, conn net.Conn) *Client {
+	t.Helper()
 	if u, ok := conn.(*net.UDPConn); ok {
 		// Room for a burst while a loaded test machine leaves the reader unscheduled: a loss
 		// a test sees must be the server's, not this socket's (capped by net.core.rmem_max).
