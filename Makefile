@@ -8,10 +8,14 @@ GOBIN   ?= $(shell $(GO) env GOPATH)/bin
 
 GOLANGCI_LINT_VERSION := v2.15.0
 HELM_VERSION          := v3.22.0
+PEBBLE_VERSION        := v2.10.3
 export PATH := $(GOBIN):$(PATH)
 
 # What the tests run besides Go, as COMMAND:DEBIAN_PACKAGE[:SERVICE_TO_KEEP_STOPPED].
-TEST_DEPS := turnutils_uclient:coturn:coturn chromium:chromium systemd-analyze:systemd redis-server:redis-server:redis-server
+TEST_DEPS := turnutils_uclient:coturn:coturn chromium:chromium firefox-esr:firefox-esr node:nodejs npm:npm \
+	systemd-analyze:systemd redis-server:redis-server:redis-server promtool:prometheus:prometheus
+# npm packages the tests run (TypeScript for the SDK's types), pinned by this lock file.
+NPM_TOOLS := signaling/web/typecheck
 
 .PHONY: help build test deps bench bench-nodes lint screenshot
 
@@ -24,6 +28,14 @@ build: ## Build bin/icebox (static, version stamped)
 deps: ## Install what the tests need, if missing (apt-get needs root; Go tools at pinned versions)
 	@.ci/install-deps $(TEST_DEPS)
 	@command -v helm >/dev/null 2>&1 || { echo "installing helm $(HELM_VERSION)"; $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); }
+	@if command -v npm >/dev/null 2>&1 && { [ ! -f $(NPM_TOOLS)/node_modules/.ci-done ] || \
+		[ $(NPM_TOOLS)/package-lock.json -nt $(NPM_TOOLS)/node_modules/.ci-done ]; }; then \
+		echo "npm ci in $(NPM_TOOLS)"; (cd $(NPM_TOOLS) && npm ci --no-audit --no-fund --loglevel=error) && \
+		touch $(NPM_TOOLS)/node_modules/.ci-done; fi
+	@for t in pebble pebble-challtestsrv; do \
+		$(GO) version -m "$(GOBIN)/$$t" 2>/dev/null | grep -Eq "pebble/v2[[:space:]]+$(PEBBLE_VERSION)[[:space:]]" || \
+		{ echo "installing $$t $(PEBBLE_VERSION) (the ACME test CA)"; $(GO) install github.com/letsencrypt/pebble/v2/cmd/$$t@$(PEBBLE_VERSION) || exit 1; }; \
+	done
 
 test: deps ## Every test, as CI runs it: gofmt check, go vet, go test -race
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then \
@@ -31,10 +43,13 @@ test: deps ## Every test, as CI runs it: gofmt check, go vet, go test -race
 	$(GO) vet ./...
 	$(GO) test -race -timeout 14m ./...
 
-bench: build deps ## icebox against coturn on this machine: writes BENCHMARKS.md (about 20 minutes)
+COTURN ?= turnserver
+
+bench: build deps ## icebox against coturn (COTURN=/path/to/turnserver, default Debian's) and a Node ws relay: writes BENCHMARKS.md (about 35 minutes)
 	$(GO) build -o bin/icebench ./cmd/icebench
+	cd bench/signal-node && npm ci --no-audit --no-fund
 	$(GO) test -run '^$$' -bench . -benchmem ./stunturn/ | grep -E '^(Benchmark|goos|goarch|cpu)' > bin/micro.txt
-	bin/icebench compare -icebox bin/icebox -coturn turnserver -rounds 5 -micro bin/micro.txt -profile-dir bin -out BENCHMARKS.md
+	bin/icebench compare -icebox bin/icebox -coturn $(COTURN) -rounds 5 -micro bin/micro.txt -profile-dir bin -out BENCHMARKS.md
 
 bench-nodes: build ## Cross-node signaling latency: one redis-server, two icebox nodes, icebench signal -url2 (RATE=1000)
 	$(GO) build -o bin/icebench ./cmd/icebench
@@ -52,6 +67,6 @@ lint: ## golangci-lint (installed at a pinned version if missing)
 		$(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 	"$(GOBIN)/golangci-lint" run ./...
 
-screenshot: ## Regenerate docs/demo.png (the demo with two participants, from the browser test)
+screenshot: ## Regenerate the pictures of the demo in docs/ (desktop, phone, six people; from the layout test)
 	@mkdir -p docs
-	ICEBOX_SCREENSHOT=$(CURDIR)/docs/demo.png $(GO) test -count=1 -run '^TestDemoTwoPeersRelayed$$' ./cmd/icebox
+	ICEBOX_DOCS=$(CURDIR)/docs $(GO) test -count=1 -run '^TestDemoLayout$$' ./cmd/icebox

@@ -6,10 +6,12 @@ import (
 )
 
 // Endpoints is where clients reach the STUN/TURN listeners: public_host and the port of each
-// enabled listener (0 when off).
+// enabled listener (0 when off). EdgeUDP and EdgeTLS are the edge port's (edge.udp_listen and
+// edge.listen, TURN over TLS), typically 443.
 type Endpoints struct {
-	Host          string
-	UDP, TCP, TLS int
+	Host             string
+	UDP, TCP, TLS    int
+	EdgeUDP, EdgeTLS int
 }
 
 func (e Endpoints) hostPort(port int) string {
@@ -17,25 +19,35 @@ func (e Endpoints) hostPort(port int) string {
 }
 
 // STUNURIs are the stun: URIs. A stun: URI has no transport parameter (RFC 7064) and browsers
-// use it over UDP only, so there is one only when UDP is on.
+// use it over UDP only, so there is one only when UDP is on: on turn.udp_listen, else on the
+// edge's UDP port (one is enough: both answer with the same mapped address).
 func (e Endpoints) STUNURIs() []string {
-	if e.UDP == 0 {
-		return []string{}
+	switch {
+	case e.UDP != 0:
+		return []string{"stun:" + e.hostPort(e.UDP)}
+	case e.EdgeUDP != 0:
+		return []string{"stun:" + e.hostPort(e.EdgeUDP)}
 	}
-	return []string{"stun:" + e.hostPort(e.UDP)}
+	return []string{}
 }
 
-// TURNURIs are the turn: and turns: URIs of the enabled listeners.
+// TURNURIs are the turn: and turns: URIs of the enabled listeners, UDP before TCP before TLS:
+// browsers gather candidates in the order of the URIs and prefer what they found first among
+// equals, and UDP is the fastest path, TLS the slowest and the one strict networks still let
+// through.
 func (e Endpoints) TURNURIs() []string {
 	uris := []string{}
-	if e.UDP != 0 {
-		uris = append(uris, "turn:"+e.hostPort(e.UDP)+"?transport=udp")
-	}
-	if e.TCP != 0 {
-		uris = append(uris, "turn:"+e.hostPort(e.TCP)+"?transport=tcp")
-	}
-	if e.TLS != 0 {
-		uris = append(uris, "turns:"+e.hostPort(e.TLS)+"?transport=tcp")
+	for _, l := range []struct {
+		port            int
+		scheme, network string
+	}{
+		{e.UDP, "turn", "udp"}, {e.EdgeUDP, "turn", "udp"},
+		{e.TCP, "turn", "tcp"},
+		{e.TLS, "turns", "tcp"}, {e.EdgeTLS, "turns", "tcp"},
+	} {
+		if l.port != 0 {
+			uris = append(uris, l.scheme+":"+e.hostPort(l.port)+"?transport="+l.network)
+		}
 	}
 	return uris
 }

@@ -38,6 +38,7 @@ type Service struct {
 	proxies   httpapi.Proxies
 	limiter   *httpapi.RateLimiter
 	log       *slog.Logger
+	refusals  *httpapi.RefusalLog
 	draining  atomic.Bool
 
 	issued  *prometheus.CounterVec
@@ -49,6 +50,7 @@ func NewService(o ServiceOptions) *Service {
 	s := &Service{
 		secrets: o.Secrets, ttl: o.TTL, endpoints: o.Endpoints, auth: o.Auth,
 		origins: o.Origins, proxies: o.Proxies, limiter: o.Limiter, log: o.Logger,
+		refusals: httpapi.NewRefusalLog(o.Logger, "credentials: refused"),
 		issued: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_credentials_issued_total",
 			Help: "TURN credentials issued, by endpoint (ice-config, turn-credentials, ws: the signaling welcome).",
@@ -111,6 +113,7 @@ func (s *Service) guard(endpoint string, h handler) http.Handler {
 		if err != nil {
 			e := httpapi.ErrorOf(err)
 			s.refused.WithLabelValues(e.Code).Inc()
+			s.refusals.Refused(time.Now(), e.Code, e.Message)
 			if e.Status == http.StatusInternalServerError {
 				s.log.Error("credentials", "endpoint", endpoint, "err", err)
 			}

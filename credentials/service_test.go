@@ -1,6 +1,7 @@
 package credentials_test
 
 import (
+	"cmp"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/rsa"
@@ -38,6 +39,7 @@ type setup struct {
 	proxies   []string
 	endpoints credentials.Endpoints
 	secrets   *credentials.Secrets
+	log       io.Writer // the service's log; nil: discarded
 }
 
 // start serves the credential endpoints on a real loopback HTTP server.
@@ -63,7 +65,7 @@ func start(t *testing.T, s setup) (*httptest.Server, *credentials.Service) {
 	svc := credentials.NewService(credentials.ServiceOptions{
 		Secrets: s.secrets, TTL: 24 * time.Hour, Endpoints: s.endpoints,
 		Auth: credentials.NewAuthenticator(s.auth), Origins: origins, Limiter: httpapi.NewRateLimiter(s.rate),
-		Proxies: proxies, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Proxies: proxies, Logger: slog.New(slog.NewTextHandler(cmp.Or(s.log, io.Writer(io.Discard)), nil)),
 		Registry: prometheus.NewRegistry(),
 	})
 	mux := http.NewServeMux()
@@ -195,6 +197,13 @@ func TestICEConfigURIs(t *testing.T) {
 			[][]string{{"turn:turn.example.org:443?transport=tcp"}}},
 		{"tls only", credentials.Endpoints{Host: "turn.example.org", TLS: 5349},
 			[][]string{{"turns:turn.example.org:5349?transport=tcp"}}},
+		{"edge beside the others: udp before tcp before tls", credentials.Endpoints{Host: "turn.example.org", UDP: 3478, TCP: 3478, TLS: 5349, EdgeUDP: 443, EdgeTLS: 443},
+			[][]string{{"stun:turn.example.org:3478"}, {"turn:turn.example.org:3478?transport=udp", "turn:turn.example.org:443?transport=udp",
+				"turn:turn.example.org:3478?transport=tcp", "turns:turn.example.org:5349?transport=tcp", "turns:turn.example.org:443?transport=tcp"}}},
+		{"edge only", credentials.Endpoints{Host: "turn.example.org", EdgeUDP: 443, EdgeTLS: 443},
+			[][]string{{"stun:turn.example.org:443"}, {"turn:turn.example.org:443?transport=udp", "turns:turn.example.org:443?transport=tcp"}}},
+		{"edge tls only", credentials.Endpoints{Host: "turn.example.org", EdgeTLS: 8443},
+			[][]string{{"turns:turn.example.org:8443?transport=tcp"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv, _ := start(t, setup{endpoints: tc.e})

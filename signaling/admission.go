@@ -18,6 +18,7 @@ import (
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	refuse := func(status int, code, msg string, retry time.Duration) {
 		h.metrics.refused.WithLabelValues(code).Inc()
+		h.refusals.Refused(time.Now(), code, msg)
 		httpapi.WriteError(w, &httpapi.Error{Status: status, Code: code, Message: msg, RetryAfter: retry})
 	}
 	if !websocket.IsWebSocketUpgrade(r) {

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,7 +27,8 @@ func signJWT(t *testing.T, claims jwt.MapClaims) string {
 }
 
 func TestOrigin(t *testing.T) {
-	s := start(t, serverOptions{origins: []string{"https://app.example.com"}})
+	var log lockedBuffer
+	s := start(t, serverOptions{origins: []string{"https://app.example.com"}, log: &log})
 	for _, tc := range []struct {
 		origin string
 		ok     bool
@@ -48,6 +50,28 @@ func TestOrigin(t *testing.T) {
 			t.Errorf("origin %q: got %v, want 403 forbidden", tc.origin, err)
 		}
 	}
+	// Two refused origins within 10 s: the server logs the first only.
+	if got := strings.Count(log.String(), "signaling: refused"); got != 1 || !strings.Contains(log.String(), "origin https://evil.example.com is not allowed") {
+		t.Errorf("the refusals were logged %d times, want once, naming the origin:\n%s", got, log.String())
+	}
+}
+
+// lockedBuffer is a log destination safe for the hub's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func TestAuth(t *testing.T) {

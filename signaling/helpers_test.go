@@ -1,6 +1,7 @@
 package signaling_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"io"
@@ -46,8 +47,10 @@ type serverOptions struct {
 	presence time.Duration
 	// clock runs the hub's and the bus's timers (nil: the system clock).
 	clock signaling.Clock
-	// logger receives the hub's and the bus's log (nil: discarded).
+	// logger receives the hub's and the bus's log; log, when set, the same as text (nil and
+	// nil: discarded).
 	logger *slog.Logger
+	log    io.Writer
 }
 
 func testConfig() signaling.Config {
@@ -76,7 +79,7 @@ func start(t testing.TB, o serverOptions) *server {
 	}
 	reg := prometheus.NewRegistry()
 	if o.logger == nil {
-		o.logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		o.logger = slog.New(slog.NewTextHandler(cmp.Or(o.log, io.Writer(io.Discard)), nil))
 	}
 	var bus signaling.Bus
 	var store signaling.SessionStore

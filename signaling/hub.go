@@ -57,6 +57,7 @@ type Hub struct {
 	log     *slog.Logger
 	metrics *metrics
 
+	refusals *httpapi.RefusalLog // forbidden origins and rejected tokens, throttled
 	upgrader websocket.Upgrader
 
 	// life is the hub's lifetime: every bus call's context derives from it, with a timeout.
@@ -101,6 +102,7 @@ func New(cfg Config, o Options) (*Hub, error) {
 		sessions: map[string]*session{}, tokens: map[string]*session{},
 		conns: map[*conn]struct{}{}, clients: map[httpapi.Client]int{}, done: make(chan struct{}),
 	}
+	h.refusals = httpapi.NewRefusalLog(o.Logger, "signaling: refused")
 	h.life, h.stop = context.WithCancel(context.Background())
 	if h.store != nil {
 		h.store.bind(h.giveAway)

@@ -202,7 +202,7 @@ func (t *listener) refusal(r *request, held *allocState, now time.Time) string {
 	switch {
 	case r.key == nil:
 		return r.reason
-	case r.expires.Sub(now) > t.s.maxTTL:
+	case r.expires.Sub(now) > time.Duration(t.s.limits.maxTTL.Load()):
 		return authTooLong
 	case held != nil && held.username != r.username:
 		return authWrongUsername // requests on an allocation use its credentials

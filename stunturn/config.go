@@ -71,10 +71,8 @@ func (c Config) Validate() error {
 	if strings.TrimSpace(c.Realm) == "" {
 		bad("realm", "must not be empty")
 	}
-	// The listen addresses are checked by whoever binds them (cmd/icebox), with http.listen.
-	if c.UDPListen == "" && c.TCPListen == "" && c.TLSListen == "" {
-		bad("udp_listen", "udp_listen, tcp_listen and tls_listen are all empty: TURN needs at least one listener")
-	}
+	// The listen addresses are checked by whoever binds them (cmd/icebox), with http.listen;
+	// so is that TURN has at least one listener, which may be the edge port's.
 
 	if c.UDPSockets < 0 || c.UDPSockets > maxUDPSockets {
 		bad("udp_sockets", "%d is out of range 0-%d (0 means one per GOMAXPROCS)", c.UDPSockets, maxUDPSockets)

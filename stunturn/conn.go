@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,11 +33,11 @@ type packetConn struct {
 // newPacketConn wraps a listening socket of transport t.
 func newPacketConn(pc net.PacketConn, t *listener) *packetConn {
 	c := &packetConn{PacketConn: pc, t: t}
-	if u, ok := pc.(*net.UDPConn); ok && t.fast != nil {
+	if u, ok := pc.(*net.UDPConn); ok {
 		if raw, err := newRawUDP(u); err == nil {
 			c.raw = raw
 			c.loop = newReadLoop(raw, listenBatch, listenBatch, 0, relayMTU, func(b []byte, n int, from netip.AddrPort) bool {
-				return !t.fast.forwardToPeer(b[:n], from)
+				return !t.fast.fromClient(b[:n], from)
 			})
 		}
 	}
@@ -70,7 +71,7 @@ func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		v, r, ans := c.t.inspect(from, p[:n])
 		if v == reply {
 			if ans.b != nil {
-				_, _ = c.PacketConn.WriteTo(ans.b, from)
+				_, _ = c.WriteTo(ans.b, from) // no request in flight: straight to the socket
 			}
 			ans.done()
 			continue
@@ -217,6 +218,7 @@ func (q *idleStreams) oldest() *streamConn {
 // track wraps an accepted connection and remembers it. Its idle timeout runs from now.
 func (t *listener) track(c net.Conn) *streamConn {
 	sc := &streamConn{Conn: c, t: t, key: c.RemoteAddr().String(), r: bufio.NewReaderSize(c, 4096)}
+	sc.client, _ = addrPort(c.RemoteAddr())
 	sc.setAllocated(false)
 	t.mu.Lock()
 	t.streams[sc.key] = sc
@@ -245,6 +247,7 @@ type streamConn struct {
 	net.Conn
 	t         *listener
 	key       string
+	client    netip.AddrPort // the fast path's key
 	r         *bufio.Reader
 	frame     []byte
 	handshook bool
@@ -277,6 +280,9 @@ func (c *streamConn) Read(p []byte) (int, error) {
 		frame, err := c.readFrame()
 		if err != nil {
 			return 0, err
+		}
+		if c.t.fast.fromClient(frame, c.client) {
+			continue // relayed on the fast path
 		}
 		if len(frame) >= len(p) {
 			continue // larger than pion reads: it would drop it as truncated anyway
@@ -343,6 +349,13 @@ func (c *streamConn) readFrame() ([]byte, error) {
 	return c.frame, nil
 }
 
+// send writes a message for the client (the fast path's clientOut): one Write, so that it never
+// interleaves with pion's.
+func (c *streamConn) send(b []byte, _ netip.AddrPort) error {
+	_, err := c.Conn.Write(b)
+	return err
+}
+
 // Write sends for pion; a response to the request in flight finishes it, before it goes out.
 func (c *streamConn) Write(p []byte) (int, error) {
 	if r := c.cur.Load(); r != nil && isResponse(p) {
@@ -365,6 +378,9 @@ func (c *streamConn) Close() error {
 	}
 	c.t.s.idle.remove(c)
 	err := c.Conn.Close()
+	if err != nil && strings.HasPrefix(err.Error(), "tls: failed to send closeNotify alert") {
+		err = nil // the client went first; the connection is closed all the same (crypto/tls)
+	}
 	c.done(c.cur.Load())
 	c.t.mu.Lock()
 	if c.t.streams[c.key] == c {

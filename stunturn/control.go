@@ -100,11 +100,11 @@ func (t *listener) admit(m *stun.Message, a *allocState) (stun.ErrorCode, string
 		_, bound := a.channels[number]
 		_, peerBound := a.channelOf[peer]
 		// A refresh, or a number or peer bound to something else (pion answers 400).
-		if !bound && !peerBound && t.s.maxChannels > 0 && len(a.channels) >= t.s.maxChannels {
+		if limit := int(t.s.limits.maxChannels.Load()); !bound && !peerBound && limit > 0 && len(a.channels) >= limit {
 			return stun.CodeInsufficientCapacity, refusedMaxChannels
 		}
 	}
-	if newPerms > 0 && t.s.maxPermissions > 0 && len(a.perms)+newPerms > t.s.maxPermissions {
+	if limit := int(t.s.limits.maxPermissions.Load()); newPerms > 0 && limit > 0 && len(a.perms)+newPerms > limit {
 		return stun.CodeInsufficientCapacity, refusedMaxPermissions
 	}
 	return 0, ""
@@ -121,18 +121,18 @@ func (t *listener) refresh(r *request, m *stun.Message, a *allocState) answer {
 	}
 	first := !a.closing
 	a.closing = true
-	port, user := a.relayPort, a.quotaUser
+	rc, user := a.relay, a.quotaUser
 	t.mu.Unlock()
 	ans := answer{b: respond(m, stun.ClassSuccessResponse, r.key, stun.RawAttribute{Type: stun.AttrLifetime, Length: 4, Value: []byte{0, 0, 0, 0}})}
 	if first {
-		// Gone for the client from here: its quota slot and the gauge now, its relay socket
-		// and port right after the answer.
+		// Gone for the client from here, before the answer: its quota slot, the gauge, the
+		// fast path, its relay port. The socket closes after the answer, on a goroutine of its
+		// own: the close waits for the relay's reader, which then runs pion's teardown.
+		t.detach(a)
 		t.s.quota.release(user)
 		t.s.metrics.allocations.WithLabelValues(t.name).Dec()
-		ans.then = func() {
-			if rc := t.s.relays.conn(port); rc != nil {
-				_ = rc.Close()
-			}
+		if rc != nil && rc.retire() {
+			ans.then = func() { go func() { _ = rc.raw.close() }() }
 		}
 	}
 	return ans

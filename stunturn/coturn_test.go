@@ -1,10 +1,8 @@
 package stunturn_test
 
 import (
-	"context"
 	"net"
 	"os/exec"
-	"regexp"
 	"slices"
 	"strconv"
 	"testing"
@@ -42,20 +40,7 @@ func TestCoturnClient(t *testing.T) {
 			}
 			args := append([]string{"-W", "coturn-interop", "-u", "uclient", "-e", "127.0.0.1",
 				"-r", strconv.Itoa(peerPort), "-p", port, "-n", "30", "-m", "2", "-c", "-X"}, tc.flags...)
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-			defer cancel()
-			out, err := exec.CommandContext(ctx, uclient, append(args, "127.0.0.1")...).CombinedOutput()
-			if err != nil {
-				t.Fatalf("turnutils_uclient %v: %v\n%s", args, err, out)
-			}
-			sent := regexp.MustCompile(`tot_send_msgs=(\d+), tot_recv_msgs=(\d+)\n`).FindSubmatch(out)
-			lost := regexp.MustCompile(`Total lost packets (\d+) \(`).FindSubmatch(out)
-			if sent == nil || lost == nil {
-				t.Fatalf("cannot read the uclient report:\n%s", out)
-			}
-			if string(sent[1]) == "0" || string(sent[1]) != string(sent[2]) || string(lost[1]) != "0" {
-				t.Errorf("sent %s, received %s, lost %s; want every message back:\n%s", sent[1], sent[2], lost[1], out)
-			}
+			turntest.Uclient(t, uclient, append(args, "127.0.0.1")...)
 			if got := metric(t, srv.Registry, "icebox_turn_relayed_packets_total", "direction", "from_peer"); got < 60 {
 				t.Errorf("packets relayed from the peer: got %v, want at least 60", got)
 			}

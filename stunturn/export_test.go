@@ -23,9 +23,7 @@ func (s *Server) QuotaUsers() int {
 func (s *Server) FastBindings() int {
 	n := 0
 	for _, t := range s.listeners {
-		if t.fast != nil {
-			n += int(t.fast.count.Load())
-		}
+		n += int(t.fast.nchannels.Load())
 	}
 	return n
 }

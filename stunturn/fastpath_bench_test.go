@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+
+	"github.com/pion/stun/v3"
 )
 
 // benchSockets is a relay socket, a listener socket and a sink that reads nothing (the kernel
@@ -36,33 +38,89 @@ func benchSockets(b *testing.B) (*relayConn, *rawUDP, netip.AddrPort) {
 	return pc.(*relayConn), out, sink.LocalAddr().(*net.UDPAddr).AddrPort()
 }
 
-// BenchmarkForwardToPeer is the client-to-peer fast path: the lookup of the bound channel and
-// the raw sendto of an audio-sized payload.
+// benchPath is a fast path with one allocation of client on relay, whose route is out.
+func benchPath(relay *relayConn, out clientOut, client netip.AddrPort) *fastPath {
+	f := &fastPath{}
+	relay.route.Store(&route{client: client, out: out})
+	f.attach(client, relay)
+	return f
+}
+
+// BenchmarkForwardToPeer is the client-to-peer fast path for ChannelData: the lookup of the
+// bound channel and the raw sendto of an audio-sized payload.
 func BenchmarkForwardToPeer(b *testing.B) {
 	relay, out, sink := benchSockets(b)
 	client := netip.MustParseAddrPort("127.0.0.1:40000")
-	var bs bindings
-	bs.add(&binding{client: client, channel: 0x4000, peer: sink, relay: relay, out: out, allowed: true})
+	f := benchPath(relay, out, client)
+	bd := &binding{client: client, channel: 0x4000, peer: sink, relay: relay}
+	bd.judge(relay.policy, sink)
+	f.add(bd)
 	pkt := make([]byte, 4+172)
 	binary.BigEndian.PutUint16(pkt[0:2], 0x4000)
 	binary.BigEndian.PutUint16(pkt[2:4], 172)
 	b.ReportAllocs()
 	b.SetBytes(172)
 	for b.Loop() {
-		if !bs.forwardToPeer(pkt, client) {
+		if !f.fromClient(pkt, client) {
 			b.Fatal("not forwarded")
 		}
 	}
 }
 
-// BenchmarkForwardToClient is the peer-to-client fast path: the peer's channel and the raw
-// sendto of the ChannelData.
+// BenchmarkSendIndication is the client-to-peer fast path for a Send indication (Firefox's
+// way): parsing it, the permission, and the sendto.
+func BenchmarkSendIndication(b *testing.B) {
+	relay, out, sink := benchSockets(b)
+	client := netip.MustParseAddrPort("127.0.0.1:40000")
+	f := benchPath(relay, out, client)
+	relay.permit(sink.Addr())
+	m, err := stun.Build(stun.TransactionID, stun.NewType(stun.MethodSend, stun.ClassIndication),
+		xorPeer{stun.XORMappedAddress{IP: sink.Addr().AsSlice(), Port: int(sink.Port())}},
+		stun.RawAttribute{Type: stun.AttrData, Value: make([]byte, 172)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(172)
+	for b.Loop() {
+		if !f.fromClient(m.Raw, client) {
+			b.Fatal("not forwarded")
+		}
+	}
+}
+
+// xorPeer is an XOR-PEER-ADDRESS setter.
+type xorPeer struct{ a stun.XORMappedAddress }
+
+func (p xorPeer) AddTo(m *stun.Message) error { return p.a.AddToAs(m, stun.AttrXORPeerAddress) }
+
+// BenchmarkForwardToClient is the peer-to-client fast path for a bound channel: the peer's
+// channel and the raw sendto of the ChannelData.
 func BenchmarkForwardToClient(b *testing.B) {
 	relay, out, sink := benchSockets(b)
 	peer := netip.MustParseAddrPort("127.0.0.1:40001")
-	var bs bindings
-	bs.add(&binding{client: sink, channel: 0x4000, peer: peer, relay: relay, out: out, allowed: true})
-	buf := make([]byte, 4+172)
+	f := benchPath(relay, out, sink)
+	bd := &binding{client: sink, channel: 0x4000, peer: peer, relay: relay}
+	bd.judge(relay.policy, peer)
+	f.add(bd)
+	buf := make([]byte, relayHeadroom+172+relayTailroom)
+	b.ReportAllocs()
+	b.SetBytes(172)
+	for b.Loop() {
+		if !relay.forwardToClient(buf, 172, peer) {
+			b.Fatal("not forwarded")
+		}
+	}
+}
+
+// BenchmarkDataIndication is the peer-to-client fast path for a permitted peer without a
+// channel: the Data indication written in front of the datagram, and its sendto.
+func BenchmarkDataIndication(b *testing.B) {
+	relay, out, sink := benchSockets(b)
+	peer := netip.MustParseAddrPort("127.0.0.1:40001")
+	benchPath(relay, out, sink)
+	relay.permit(peer.Addr())
+	buf := make([]byte, relayHeadroom+172+relayTailroom)
 	b.ReportAllocs()
 	b.SetBytes(172)
 	for b.Loop() {

@@ -6,11 +6,7 @@ import (
 	"net/netip"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	dto "github.com/prometheus/client_model/go"
 )
-
-type dtoMetric struct{ dto.Metric }
 
 func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 

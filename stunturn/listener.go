@@ -16,9 +16,10 @@ type listener struct {
 	name string
 	s    *Server
 
-	// fast holds the bound channels of UDP clients (fastpath.go); out is a listener socket
-	// to send them ChannelData from. Both nil for TCP and TLS.
-	fast *bindings
+	// fast is what the fast path knows of this transport's clients (fastpath.go); out is a
+	// listener socket to send to UDP clients from (nil for TCP and TLS, whose connections
+	// are their own way out).
+	fast *fastPath
 	out  *rawUDP
 
 	mu      sync.Mutex
@@ -31,22 +32,24 @@ type listener struct {
 }
 
 func newListener(name string, s *Server) *listener {
-	return &listener{name: name, s: s, pending: map[string]*request{}, allocs: map[string]*allocState{},
+	return &listener{name: name, s: s, fast: &fastPath{}, pending: map[string]*request{}, allocs: map[string]*allocState{},
 		retiring: map[string][]*allocState{}, streams: map[string]*streamConn{}}
 }
 
-// allocState is what icebox knows of a live allocation: who holds it, its relay port, and the
+// allocState is what icebox knows of a live allocation: who holds it, its relay socket, and the
 // permissions and channels pion gave it (learnt from pion's events), so that requests that
 // would grow them past turn.max_permissions or turn.max_channels are refused before pion
 // sees them.
 type allocState struct {
 	username, quotaUser string
+	client              netip.AddrPort
+	relay               *relayConn // nil if it could not be found (cannot happen)
 	relayPort           int
 	perms               map[netip.Addr]struct{}   // peer IPs with a permission
 	channels            map[uint16]netip.AddrPort // bound channels and their peers
 	channelOf           map[netip.AddrPort]uint16 // the same, by peer
-	// closing: icebox answered a Refresh with lifetime 0, closed the relay socket and gave
-	// back the quota slot; pion deletes the allocation on the relay's own goroutine.
+	// closing: icebox answered a Refresh with lifetime 0, gave back the quota slot and closes
+	// the relay socket; pion deletes the allocation on the relay's own goroutine.
 	closing bool
 }
 
@@ -65,10 +68,12 @@ func (t *listener) state(key string, relayAddr net.Addr) *allocState {
 
 func (t *listener) onAllocationCreated(src, _ net.Addr, _, username, _ string, relayAddr net.Addr, _ int) {
 	key := src.String()
+	client, _ := addrPort(src)
 	port := 0
 	if p, ok := addrPort(relayAddr); ok {
 		port = int(p.Port())
 	}
+	rc := t.s.relays.conn(port)
 	t.mu.Lock()
 	user := ""
 	if r := t.pending[key]; r != nil && r.quotaUser != "" {
@@ -82,12 +87,21 @@ func (t *listener) onAllocationCreated(src, _ net.Addr, _, username, _ string, r
 	if old := t.allocs[key]; old != nil {
 		t.retiring[key] = append(t.retiring[key], old)
 	}
-	t.allocs[key] = &allocState{username: username, quotaUser: user, relayPort: port,
+	t.allocs[key] = &allocState{username: username, quotaUser: user, client: client, relay: rc, relayPort: port,
 		perms: map[netip.Addr]struct{}{}, channels: map[uint16]netip.AddrPort{}, channelOf: map[netip.AddrPort]uint16{}}
+	var out clientOut
+	stream := false
 	if sc := t.streams[key]; sc != nil {
 		sc.setAllocated(true)
+		out, stream = sc, true
+	} else if t.out != nil {
+		out = t.out
 	}
 	t.mu.Unlock()
+	if rc != nil && out != nil {
+		rc.route.Store(&route{client: client, out: out, stream: stream})
+		t.fast.attach(client, rc)
+	}
 	t.s.metrics.allocations.WithLabelValues(t.name).Inc()
 	t.s.metrics.created.WithLabelValues(t.name).Inc()
 }
@@ -108,37 +122,60 @@ func (t *listener) onAllocationDeleted(src, _ net.Addr, _, _, _ string) {
 		}
 	}
 	t.mu.Unlock()
-	if a != nil && !a.closing { // a closing one gave its slot back already (control.go)
+	if a == nil {
+		return
+	}
+	t.detach(a)
+	if !a.closing { // a closing one gave its slot back already (control.go)
 		t.s.quota.release(a.quotaUser)
 		t.s.metrics.allocations.WithLabelValues(t.name).Dec()
 	}
 }
 
+// detach takes allocation a off the fast path's client side.
+func (t *listener) detach(a *allocState) {
+	if a.relay != nil {
+		t.fast.detach(a.client, a.relay)
+		a.relay.route.Store(nil)
+	}
+}
+
 func (t *listener) onPermissionCreated(src, _ net.Addr, _, _, _ string, relayAddr net.Addr, peer net.IP) {
-	ip, ok := netip.AddrFromSlice(peer)
-	if !ok {
-		return
-	}
-	t.mu.Lock()
-	if a := t.state(src.String(), relayAddr); a != nil {
-		a.perms[ip.Unmap()] = struct{}{}
-	}
-	t.mu.Unlock()
+	t.permission(src, relayAddr, peer, true)
 }
 
 func (t *listener) onPermissionDeleted(src, _ net.Addr, _, _, _ string, relayAddr net.Addr, peer net.IP) {
+	t.permission(src, relayAddr, peer, false)
+}
+
+// permission records that pion granted (held) or removed a permission toward peer.
+func (t *listener) permission(src, relayAddr net.Addr, peer net.IP, held bool) {
 	ip, ok := netip.AddrFromSlice(peer)
 	if !ok {
 		return
 	}
+	ip = ip.Unmap()
 	t.mu.Lock()
-	if a := t.state(src.String(), relayAddr); a != nil {
-		delete(a.perms, ip.Unmap())
+	a := t.state(src.String(), relayAddr)
+	if a != nil {
+		if held {
+			a.perms[ip] = struct{}{}
+		} else {
+			delete(a.perms, ip)
+		}
 	}
 	t.mu.Unlock()
+	if a == nil || a.relay == nil {
+		return
+	}
+	if held {
+		a.relay.permit(ip)
+	} else {
+		a.relay.forbid(ip)
+	}
 }
 
-// onChannelCreated records a channel pion has bound, and puts it on the fast path (UDP clients).
+// onChannelCreated records a channel pion has bound, and puts it on the fast path.
 func (t *listener) onChannelCreated(src, _ net.Addr, _, _, _ string, relayAddr, peer net.Addr, channel uint16) {
 	to, ok := addrPort(peer)
 	if !ok {
@@ -146,30 +183,22 @@ func (t *listener) onChannelCreated(src, _ net.Addr, _, _, _ string, relayAddr, 
 	}
 	to = netip.AddrPortFrom(to.Addr().Unmap(), to.Port())
 	t.mu.Lock()
-	if a := t.state(src.String(), relayAddr); a != nil {
+	a := t.state(src.String(), relayAddr)
+	if a != nil {
 		a.channels[channel] = to
 		a.channelOf[to] = channel
 	}
 	t.mu.Unlock()
-
-	if t.fast == nil || t.out == nil {
+	if a == nil || a.relay == nil {
 		return
 	}
-	client, ok1 := addrPort(src)
-	relayed, ok2 := addrPort(relayAddr)
-	if !ok1 || !ok2 {
-		return
-	}
-	rc := t.s.relays.conn(int(relayed.Port()))
-	if rc == nil {
-		return
-	}
-	t.fast.add(&binding{client: client, channel: channel, peer: to, relay: rc, out: t.out,
-		allowed: t.s.policy.packet(to) == "", own: t.s.policy.portBound(to)})
+	b := &binding{client: a.client, channel: channel, peer: to, relay: a.relay}
+	b.judge(t.s.policy, to)
+	t.fast.add(b)
 }
 
 // onChannelDeleted forgets a channel and takes it off the fast path.
-func (t *listener) onChannelDeleted(src, _ net.Addr, _, _, _ string, relayAddr, peer net.Addr, channel uint16) {
+func (t *listener) onChannelDeleted(src, _ net.Addr, _, _, _ string, relayAddr, _ net.Addr, channel uint16) {
 	t.mu.Lock()
 	if a := t.state(src.String(), relayAddr); a != nil {
 		if to, ok := a.channels[channel]; ok {
@@ -178,9 +207,6 @@ func (t *listener) onChannelDeleted(src, _ net.Addr, _, _, _ string, relayAddr, 
 		}
 	}
 	t.mu.Unlock()
-	if t.fast == nil {
-		return
-	}
 	if client, ok := addrPort(src); ok {
 		t.fast.remove(client, channel)
 	}
@@ -197,10 +223,10 @@ func (t *listener) permissionHandler(src net.Addr, peer net.IP) bool {
 		ip = ip.Unmap()
 		reason = t.s.policy.permit(ip)
 	}
-	if reason == "" && t.s.maxPermissions > 0 {
+	if limit := int(t.s.limits.maxPermissions.Load()); reason == "" && limit > 0 {
 		t.mu.Lock()
 		if a := t.allocs[src.String()]; a != nil {
-			if _, has := a.perms[ip]; !has && len(a.perms) >= t.s.maxPermissions {
+			if _, has := a.perms[ip]; !has && len(a.perms) >= limit {
 				reason = refusedMaxPermissions
 			}
 		}

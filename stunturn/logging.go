@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 
 	"github.com/pion/logging"
@@ -52,7 +53,17 @@ func (l *pionLogger) emit(level slog.Level, msg string) {
 	l.log.Log(ctx, level, msg)
 }
 
+// routine are pion's messages about what happens all the time on a public relay, logged at debug
+// whatever level pion gives them: a datagram from a peer the client gave no permission to
+// (stray traffic, or a peer answering after its permission expired).
+var routine = []string{"No Permission or Channel exists"}
+
 func (l *pionLogger) emitf(level slog.Level, format string, args ...any) {
+	for _, r := range routine {
+		if strings.HasPrefix(format, r) {
+			level = min(level, slog.LevelDebug)
+		}
+	}
 	if !l.log.Enabled(context.Background(), level) {
 		return // don't format what nobody reads
 	}

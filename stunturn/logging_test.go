@@ -15,6 +15,7 @@ func TestLoggerFactory(t *testing.T) {
 
 	l.Debugf("hidden %d", 1) // below the level: neither shown nor counted
 	l.Trace("hidden")
+	l.Infof("No Permission or Channel exists for %v on allocation %v (hidden: routine, at debug)", "1.2.3.4:5", "x")
 	l.Infof("allocation %s", "created")
 	l.Warn("careful")
 	l.Error("failed")

@@ -12,11 +12,10 @@ type metrics struct {
 	permissionDenied *prometheus.CounterVec
 	connections      *prometheus.GaugeVec
 	connShed         *prometheus.CounterVec
-
-	// Resolved once: the per-packet path only adds to them.
-	toPeerPackets, fromPeerPackets prometheus.Counter
-	toPeerBytes, fromPeerBytes     prometheus.Counter
-	toPeerDropped, fromPeerDropped prometheus.Counter
+	lifetime         prometheus.Histogram
+	allocationBytes  prometheus.Histogram
+	// The relayed packets, bytes and drops are counted per relay socket (stats.go) and
+	// collected when scraped.
 }
 
 // Label values.
@@ -35,18 +34,6 @@ const (
 )
 
 func newMetrics(reg prometheus.Registerer) *metrics {
-	packets := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "icebox_turn_relayed_packets_total",
-		Help: "Datagrams relayed between clients and peers, by direction.",
-	}, []string{"direction"})
-	bytes := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "icebox_turn_relayed_bytes_total",
-		Help: "Payload bytes relayed between clients and peers, by direction.",
-	}, []string{"direction"})
-	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "icebox_turn_peer_packets_dropped_total",
-		Help: "Datagrams dropped by the peer policy on a relay socket, by direction.",
-	}, []string{"direction"})
 	m := &metrics{
 		allocations: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "icebox_turn_allocations",
@@ -76,14 +63,37 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "icebox_turn_connections_shed_total",
 			Help: "TURN TCP and TLS connections closed because the file descriptor budget was full, by transport and reason (idle_evicted: the oldest without an allocation made room; refused: the new one, every other holding an allocation).",
 		}, []string{"transport", "reason"}),
-		toPeerPackets:   packets.WithLabelValues(dirToPeer),
-		fromPeerPackets: packets.WithLabelValues(dirFromPeer),
-		toPeerBytes:     bytes.WithLabelValues(dirToPeer),
-		fromPeerBytes:   bytes.WithLabelValues(dirFromPeer),
-		toPeerDropped:   dropped.WithLabelValues(dirToPeer),
-		fromPeerDropped: dropped.WithLabelValues(dirFromPeer),
+		lifetime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "icebox_turn_allocation_lifetime_seconds",
+			Help:    "How long allocations lived, observed when their relay socket closes.",
+			Buckets: []float64{1, 10, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 24 * 3600},
+		}),
+		allocationBytes: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "icebox_turn_allocation_relayed_bytes",
+			Help:    "Payload bytes an allocation relayed in both directions over its lifetime, observed when it ends.",
+			Buckets: prometheus.ExponentialBuckets(1000, 10, 8), // 1 kB to 10 GB
+		}),
 	}
 	reg.MustRegister(m.allocations, m.created, m.authFailures, m.allocateRefused, m.permissionDenied,
-		m.connections, m.connShed, packets, bytes, dropped)
+		m.connections, m.connShed, m.lifetime, m.allocationBytes)
+	// Every known label value from the start, so that dashboards show 0 rather than nothing.
+	for _, tr := range []string{"udp", "tcp", "tls"} {
+		m.allocations.WithLabelValues(tr)
+		m.created.WithLabelValues(tr)
+		if tr != "udp" {
+			m.connections.WithLabelValues(tr)
+			m.connShed.WithLabelValues(tr, shedEvicted)
+			m.connShed.WithLabelValues(tr, shedRefused)
+		}
+	}
+	for _, r := range []string{authBadHMAC, authExpired, authTooLong, authMalformed, authWrongUsername} {
+		m.authFailures.WithLabelValues(r)
+	}
+	for _, r := range []string{refusedUserQuota, refusedTotalQuota, refusedNoPort, refusedDraining, refusedFileLimit} {
+		m.allocateRefused.WithLabelValues(r)
+	}
+	for _, r := range []string{refusedDenied, refusedIPv6, refusedOwnPort, refusedMalformed, refusedMaxPermissions, refusedMaxChannels, refusedBadRequest} {
+		m.permissionDenied.WithLabelValues(r)
+	}
 	return m
 }

@@ -3,6 +3,7 @@ package stunturn
 import (
 	"net"
 	"net/netip"
+	"sync/atomic"
 )
 
 // builtinDenied is the peer deny-list of spec section 4: IANA special-purpose ranges that a relay
@@ -39,8 +40,7 @@ const (
 // permission or channel is created (by IP, as pion asks) and again on every packet in both
 // directions (by IP and port), so nothing reaches a denied address even if pion let it through.
 type peerPolicy struct {
-	allowed []netip.Prefix
-	denied  []netip.Prefix
+	lists atomic.Pointer[peerLists] // replaced whole by a reload
 	// own is this server's advertised relay address (public_ip): reachable, but only at the
 	// ports icebox holds as relay sockets at that moment (relays), so a client can talk to
 	// another client's relay and to nothing else on this host, not even another process's
@@ -49,22 +49,31 @@ type peerPolicy struct {
 	relays *portSet
 }
 
+// peerLists are the configured exceptions and the deny-list (built-in plus configured).
+type peerLists struct {
+	allowed, denied []netip.Prefix
+}
+
 func newPeerPolicy(c Config, relays *portSet, own ...netip.Addr) *peerPolicy {
-	p := &peerPolicy{
-		denied: append(append([]netip.Prefix(nil), builtinDenied...), c.DeniedPeerCIDRs...),
-		relays: relays,
-	}
-	for _, a := range c.AllowedPeerCIDRs {
-		if a.Addr().Is4() { // relays are IPv4: an IPv6 exception could never be used
-			p.allowed = append(p.allowed, a)
-		}
-	}
+	p := &peerPolicy{relays: relays}
+	p.set(c)
 	for _, a := range own {
 		if a = a.Unmap(); a.Is4() && !a.IsUnspecified() {
 			p.own = append(p.own, a)
 		}
 	}
 	return p
+}
+
+// set takes turn.allowed_peer_cidrs and turn.denied_peer_cidrs from c.
+func (p *peerPolicy) set(c Config) {
+	l := &peerLists{denied: append(append([]netip.Prefix(nil), builtinDenied...), c.DeniedPeerCIDRs...)}
+	for _, a := range c.AllowedPeerCIDRs {
+		if a.Addr().Is4() { // relays are IPv4: an IPv6 exception could never be used
+			l.allowed = append(l.allowed, a)
+		}
+	}
+	p.lists.Store(l)
 }
 
 func contains(ps []netip.Prefix, a netip.Addr) bool {
@@ -86,16 +95,17 @@ func canonical(ip netip.Addr) (netip.Addr, bool) {
 // permit decides a CreatePermission or ChannelBind toward ip. The empty reason means allowed.
 func (p *peerPolicy) permit(ip netip.Addr) string {
 	a, ok := canonical(ip)
+	l := p.lists.Load()
 	switch {
 	case !ok:
 		return refusedIPv6
 	case contains(neverAllowed, a):
 		return refusedDenied
-	case contains(p.allowed, a):
+	case contains(l.allowed, a):
 		return ""
 	case p.isOwn(a):
 		return "" // only to icebox's relay sockets: checked per packet
-	case contains(p.denied, a):
+	case contains(l.denied, a):
 		return refusedDenied
 	}
 	return ""
@@ -104,19 +114,20 @@ func (p *peerPolicy) permit(ip netip.Addr) string {
 // packet decides one datagram to or from peer. The empty reason means it may pass.
 func (p *peerPolicy) packet(peer netip.AddrPort) string {
 	a, ok := canonical(peer.Addr())
+	l := p.lists.Load()
 	switch {
 	case !ok:
 		return refusedIPv6
 	case contains(neverAllowed, a):
 		return refusedDenied
-	case contains(p.allowed, a):
+	case contains(l.allowed, a):
 		return ""
 	case p.isOwn(a):
 		if !p.relays.has(peer.Port()) {
 			return refusedOwnPort
 		}
 		return ""
-	case contains(p.denied, a):
+	case contains(l.denied, a):
 		return refusedDenied
 	}
 	return ""
@@ -127,7 +138,7 @@ func (p *peerPolicy) packet(peer netip.AddrPort) string {
 // verdict on any other peer once per channel binding.
 func (p *peerPolicy) portBound(peer netip.AddrPort) bool {
 	a, ok := canonical(peer.Addr())
-	return ok && !contains(neverAllowed, a) && !contains(p.allowed, a) && p.isOwn(a)
+	return ok && !contains(neverAllowed, a) && !contains(p.lists.Load().allowed, a) && p.isOwn(a)
 }
 
 func (p *peerPolicy) isOwn(a netip.Addr) bool {
@@ -139,15 +150,22 @@ func (p *peerPolicy) isOwn(a netip.Addr) bool {
 	return false
 }
 
-// addrPort converts what pion hands over (a *net.UDPAddr) without allocating.
+// addrPort converts what pion hands over (a *net.UDPAddr, or a *net.TCPAddr for a client over
+// TCP or TLS) without allocating.
 func addrPort(addr net.Addr) (netip.AddrPort, bool) {
-	u, ok := addr.(*net.UDPAddr)
-	if !ok {
+	var ipb net.IP
+	var port int
+	switch a := addr.(type) {
+	case *net.UDPAddr:
+		ipb, port = a.IP, a.Port
+	case *net.TCPAddr:
+		ipb, port = a.IP, a.Port
+	default:
 		return netip.AddrPort{}, false
 	}
-	ip, ok := netip.AddrFromSlice(u.IP)
-	if !ok || u.Port < 0 || u.Port > 65535 {
+	ip, ok := netip.AddrFromSlice(ipb)
+	if !ok || port < 0 || port > 65535 {
 		return netip.AddrPort{}, false
 	}
-	return netip.AddrPortFrom(ip, uint16(u.Port)), true
+	return netip.AddrPortFrom(ip, uint16(port)), true
 }

@@ -9,9 +9,17 @@ import (
 
 // quotas counts allocations per credential user for turn.user_quota.
 type quotas struct {
-	limit int // 0: unlimited
 	mu    sync.Mutex
+	limit int // 0: unlimited
 	n     map[string]int
+}
+
+// setLimit changes turn.user_quota: users above a lowered limit keep what they hold and get
+// no more.
+func (q *quotas) setLimit(limit int) {
+	q.mu.Lock()
+	q.limit = limit
+	q.mu.Unlock()
 }
 
 func (q *quotas) reserve(user string) bool {

@@ -57,6 +57,9 @@ func (r *rawUDP) close() error {
 	return r.conn.Close()
 }
 
+// send is sendto, as a clientOut.
+func (r *rawUDP) send(b []byte, to netip.AddrPort) error { return r.sendto(b, to) }
+
 // sendto sends b to to; a full socket buffer drops the datagram, as a network would.
 //
 //nolint:gosec // unsafe: the addresses of b and the sockaddr for the system call, as package syscall does
@@ -138,7 +141,7 @@ func newReadLoop(r *rawUDP, batch, maxBatch, off, size int, handle func(b []byte
 //nolint:gosec // unsafe: the sockaddr buffers of the system call
 func (l *readLoop) resize(batch int) {
 	for len(l.bufs) < batch {
-		l.bufs = append(l.bufs, make([]byte, l.off+l.size))
+		l.bufs = append(l.bufs, make([]byte, l.off+l.size+relayTailroom))
 	}
 	l.sas = make([]unix.RawSockaddrAny, batch)
 	l.iovs = make([]unix.Iovec, batch)

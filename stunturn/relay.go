@@ -30,29 +30,38 @@ type relayAllocator struct {
 	log        *slog.Logger
 	refusals   logEvery // a full node logs once a while, not once per Allocate
 
-	mu    sync.Mutex
-	conns map[int]*relayConn // open relay sockets by port
+	mu     sync.Mutex
+	conns  map[int]*relayConn // open relay sockets by port
+	closed totals             // what the closed ones relayed
 }
 
 func newRelayAllocator(c Config, public netip.Addr, policy *peerPolicy, files *fileBudget, m *metrics, log *slog.Logger) *relayAllocator {
-	total := c.TotalQuota
-	if size := c.RelayPortMax - c.RelayPortMin + 1; total == 0 || total > size {
+	r := &relayAllocator{
+		bind:     netip.MustParseAddr(c.RelayAddress),
+		public:   public.AsSlice(),
+		min:      c.RelayPortMin,
+		max:      c.RelayPortMax,
+		policy:   policy,
+		held:     policy.relays,
+		files:    files,
+		metrics:  m,
+		log:      log,
+		refusals: logEvery{interval: 10 * time.Second},
+		conns:    map[int]*relayConn{},
+	}
+	r.setTotalQuota(c.TotalQuota)
+	return r
+}
+
+// setTotalQuota changes turn.total_quota (0: as many as the relay ports); relay sockets above a
+// lowered quota stay until their allocations end.
+func (r *relayAllocator) setTotalQuota(total int) {
+	if size := r.max - r.min + 1; total == 0 || total > size {
 		total = size
 	}
-	return &relayAllocator{
-		bind:       netip.MustParseAddr(c.RelayAddress),
-		public:     public.AsSlice(),
-		min:        c.RelayPortMin,
-		max:        c.RelayPortMax,
-		totalQuota: total,
-		policy:     policy,
-		held:       policy.relays,
-		files:      files,
-		metrics:    m,
-		log:        log,
-		refusals:   logEvery{interval: 10 * time.Second},
-		conns:      map[int]*relayConn{},
-	}
+	r.mu.Lock()
+	r.totalQuota = total
+	r.mu.Unlock()
 }
 
 // Validate is part of turn.RelayAddressGenerator.
@@ -127,20 +136,57 @@ func (r *relayAllocator) bindPort(port int) (net.PacketConn, net.Addr, error) {
 		_ = conn.Close()
 		return nil, nil, err
 	}
-	rc := &relayConn{UDPConn: conn, raw: raw, alloc: r, port: port, policy: r.policy, metrics: r.metrics}
-	rc.loop = newReadLoop(raw, 1, relayBatch, 4, relayMTU, rc.fromPeer)
+	rc := &relayConn{UDPConn: conn, raw: raw, alloc: r, port: port, policy: r.policy, metrics: r.metrics, txSalt: newTxSalt()}
+	rc.stats.created = time.Now()
+	rc.loop = newReadLoop(raw, 1, relayBatch, relayHeadroom, relayMTU, rc.fromPeer)
 	r.conns[port] = rc
 	r.held.add(uint16(port))
 	return rc, &net.UDPAddr{IP: r.public, Port: port}, nil
 }
 
-// release gives back the port of a closed relay socket (once per socket).
-func (r *relayAllocator) release(port int) {
+// release gives back the port of a closed relay socket (once per socket), and records what
+// it relayed in its lifetime.
+func (r *relayAllocator) release(c *relayConn) {
 	r.mu.Lock()
-	delete(r.conns, port)
-	r.held.remove(uint16(port))
+	delete(r.conns, c.port)
+	r.held.remove(uint16(c.port))
+	r.closed.add(&c.stats)
 	r.mu.Unlock()
 	r.files.closeRelay()
+	st := &c.stats
+	r.metrics.lifetime.Observe(time.Since(st.created).Seconds())
+	r.metrics.allocationBytes.Observe(float64(st.toPeer.bytes.Load() + st.fromPeer.bytes.Load()))
+}
+
+// capacity is the number of relay sockets allowed (turn.total_quota, or the port range).
+func (r *relayAllocator) capacity() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.totalQuota
+}
+
+// each calls f for every open relay socket.
+func (r *relayAllocator) each(f func(*relayConn)) {
+	r.mu.Lock()
+	conns := make([]*relayConn, 0, len(r.conns))
+	for _, c := range r.conns {
+		conns = append(conns, c)
+	}
+	r.mu.Unlock()
+	for _, c := range conns {
+		f(c)
+	}
+}
+
+// totals is what every relay socket, closed or open, has relayed so far.
+func (r *relayAllocator) totals() totals {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t := r.closed
+	for _, c := range r.conns {
+		t.add(&c.stats)
+	}
+	return t
 }
 
 // conn is the open relay socket on port, if any.
@@ -171,13 +217,20 @@ type relayConn struct {
 	metrics *metrics
 	closed  atomic.Bool
 
-	// The fast path (fastpath.go): raw socket I/O, reading with room for the ChannelData
-	// header in front of each datagram, and the bound channels by peer. Only pion's reading
-	// goroutine of the allocation reads.
+	// The fast path (fastpath.go): raw socket I/O, reading with room for a ChannelData or
+	// Data indication header in front of each datagram; the client to send to, the bound
+	// channels by peer and the permitted peer IPs. Only pion's reading goroutine of the
+	// allocation reads.
 	raw    *rawUDP
 	loop   *readLoop
+	route  atomic.Pointer[route]
 	peers  sync.Map // netip.AddrPort -> *binding: the bound channels of this relay by peer
 	npeers atomic.Int64
+	perms  sync.Map // netip.Addr -> *verdict: the peer IPs with a permission
+	nperms atomic.Int64
+	txid   atomic.Uint64 // Data indications' transaction IDs: a count and a random salt
+	txSalt uint32
+	stats  relayStats
 }
 
 const (
@@ -202,34 +255,33 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	return copy(p, data), net.UDPAddrFromAddrPort(netip.AddrPortFrom(from.Addr().Unmap(), from.Port())), nil
 }
 
-// fromPeer handles one datagram read into b[4:4+n]: relayed to the client of a bound channel,
-// dropped by the peer policy, or kept for pion (true).
+// fromPeer handles one datagram read into b[relayHeadroom:relayHeadroom+n]: relayed to the
+// client (fast path), dropped by the peer policy, or kept for pion (true).
 func (c *relayConn) fromPeer(b []byte, n int, from netip.AddrPort) bool {
 	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 	if c.forwardToClient(b, n, from) {
 		return false
 	}
 	if c.policy.packet(from) != "" {
-		c.metrics.fromPeerDropped.Inc()
+		c.stats.fromPeer.dropped.Add(1)
 		return false
 	}
-	c.metrics.fromPeerPackets.Inc()
-	c.metrics.fromPeerBytes.Add(float64(n))
+	c.stats.fromPeer.relayed(n)
 	return true
 }
 
-// WriteTo sends p to an allowed peer; to any other address it sends nothing.
+// WriteTo sends p to an allowed peer (a UDP address); to any other address it sends nothing.
 func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	_, udp := addr.(*net.UDPAddr)
 	to, ok := addrPort(addr)
-	if !ok || c.policy.packet(to) != "" {
-		c.metrics.toPeerDropped.Inc()
+	if !ok || !udp || c.policy.packet(to) != "" {
+		c.stats.toPeer.dropped.Add(1)
 		return len(p), nil
 	}
 	if err := c.raw.sendto(p, netip.AddrPortFrom(to.Addr().Unmap(), to.Port())); err != nil {
 		return 0, err
 	}
-	c.metrics.toPeerPackets.Inc()
-	c.metrics.toPeerBytes.Add(float64(len(p)))
+	c.stats.toPeer.relayed(len(p))
 	return len(p), nil
 }
 
@@ -237,10 +289,20 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 // icebox closes the socket of an allocation it deletes (Refresh with lifetime 0), and pion
 // closes it again when it tears the allocation down.
 func (c *relayConn) Close() error {
-	if !c.closed.CompareAndSwap(false, true) {
+	if !c.retire() {
 		return nil
 	}
-	err := c.raw.close()
-	c.alloc.release(c.port)
-	return err
+	return c.raw.close()
+}
+
+// retire gives the socket's port, quota slot and file budget back, once, ahead of closing it:
+// a deleted allocation's port is free before its deletion is answered, and the socket closes
+// after (a close waits for the socket's reader, on whose goroutine pion then tears the
+// allocation down).
+func (c *relayConn) retire() bool {
+	if !c.closed.CompareAndSwap(false, true) {
+		return false
+	}
+	c.alloc.release(c)
+	return true
 }

@@ -26,6 +26,14 @@ type Options struct {
 	UDP []net.PacketConn
 	TCP net.Listener
 	TLS net.Listener
+	// EdgeUDP, EdgeTCP and EdgeTLS are the edge port's share of TURN (package edge): its UDP
+	// sockets, and listeners yielding the connections it routed to TURN, EdgeTLS's already
+	// past their handshake. Each is a transport of its own ("edge-udp", "edge-tcp",
+	// "edge-tls"): a browser allocates from one local socket on every TURN server it is given,
+	// and a transport knows its clients by their address alone.
+	EdgeUDP []net.PacketConn
+	EdgeTCP net.Listener
+	EdgeTLS net.Listener
 
 	// Secrets verify TURN REST credentials; MaxTTL is credentials.max_ttl.
 	Secrets *credentials.Secrets
@@ -53,8 +61,8 @@ type Options struct {
 type Server struct {
 	log      *slog.Logger
 	secrets  *credentials.Secrets
-	maxTTL   time.Duration
 	now      func() time.Time
+	limits   limits
 	policy   *peerPolicy
 	relays   *relayAllocator
 	quota    *quotas
@@ -62,9 +70,11 @@ type Server struct {
 	metrics  *metrics
 	draining atomic.Bool
 
-	maxPermissions, maxChannels int
-	idle                        idleStreams // TCP and TLS connections without an allocation
-	shedLog                     logEvery    // connections closed for the file budget, logged once a while
+	idle    idleStreams // TCP and TLS connections without an allocation
+	shedLog logEvery    // connections closed for the file budget, logged once a while
+
+	mu  sync.Mutex
+	cfg Config // the running configuration, for reloads
 
 	idleTimeout, handshakeTimeout time.Duration
 
@@ -85,16 +95,14 @@ func New(c Config, o Options) (*Server, error) {
 	s := &Server{
 		log:     o.Logger,
 		secrets: o.Secrets,
-		maxTTL:  o.MaxTTL,
 		now:     o.Now,
 		quota:   &quotas{limit: c.UserQuota, n: map[string]int{}},
+		cfg:     c,
 		files:   newFileBudget(o.MaxFiles),
 		metrics: newMetrics(o.Registry),
 		done:    make(chan struct{}),
 
-		maxPermissions: c.MaxPermissions,
-		maxChannels:    c.MaxChannels,
-		shedLog:        logEvery{interval: 10 * time.Second},
+		shedLog: logEvery{interval: 10 * time.Second},
 
 		idleTimeout:      cmp.Or(o.IdleTimeout, defaultIdleTimeout),
 		handshakeTimeout: cmp.Or(o.HandshakeTimeout, defaultHandshakeTimeout),
@@ -102,8 +110,13 @@ func New(c Config, o Options) (*Server, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.limits.set(c, o.MaxTTL)
 	s.policy = newPeerPolicy(c, &portSet{}, o.PublicIP)
 	s.relays = newRelayAllocator(c, o.PublicIP, s.policy, s.files, s.metrics, o.Logger)
+	o.Registry.MustRegister(newRelayCollector(s.relays), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "icebox_turn_relay_capacity",
+		Help: "Relay sockets this node may hold: turn.total_quota, or the size of the relay port range (the allocations past it get 508).",
+	}, func() float64 { return float64(s.relays.capacity()) }))
 	// pion logs some failures once per packet: 20 lines a second at most, bursts of 100.
 	loggers := NewLoggerFactory(o.Logger.With("component", "turn"), 20, 100)
 
@@ -133,13 +146,16 @@ func New(c Config, o Options) (*Server, error) {
 		return nil
 	}
 	var err error
-	if len(o.UDP) > 0 {
-		t := newListener("udp", s)
-		if _, ok := o.UDP[0].(*net.UDPConn); ok {
-			t.fast = &bindings{}
+	for _, u := range []struct {
+		name  string
+		conns []net.PacketConn
+	}{{"udp", o.UDP}, {"edge-udp", o.EdgeUDP}} {
+		if len(u.conns) == 0 || err != nil {
+			continue
 		}
+		t := newListener(u.name, s)
 		sc := config(t)
-		for _, pc := range o.UDP {
+		for _, pc := range u.conns {
 			c := newPacketConn(pc, t)
 			if t.out == nil {
 				t.out = c.raw
@@ -155,7 +171,7 @@ func New(c Config, o Options) (*Server, error) {
 	for _, l := range []struct {
 		name string
 		ln   net.Listener
-	}{{"tcp", o.TCP}, {"tls", o.TLS}} {
+	}{{"tcp", o.TCP}, {"tls", o.TLS}, {"edge-tcp", o.EdgeTCP}, {"edge-tls", o.EdgeTLS}} {
 		if l.ln == nil || err != nil {
 			continue
 		}
@@ -170,10 +186,10 @@ func New(c Config, o Options) (*Server, error) {
 	}
 	if err != nil || len(s.pions) == 0 {
 		_ = s.close()
-		for _, pc := range o.UDP {
+		for _, pc := range append(o.UDP, o.EdgeUDP...) {
 			_ = pc.Close()
 		}
-		for _, ln := range []net.Listener{o.TCP, o.TLS} {
+		for _, ln := range []net.Listener{o.TCP, o.TLS, o.EdgeTCP, o.EdgeTLS} {
 			if ln != nil {
 				_ = ln.Close()
 			}
@@ -184,6 +200,78 @@ func New(c Config, o Options) (*Server, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// limits are the turn keys (and credentials.max_ttl) read per request, changed in place by a
+// reload.
+type limits struct {
+	maxTTL                      atomic.Int64 // a time.Duration
+	maxPermissions, maxChannels atomic.Int64
+}
+
+func (l *limits) set(c Config, maxTTL time.Duration) {
+	l.maxTTL.Store(int64(maxTTL))
+	l.maxPermissions.Store(int64(c.MaxPermissions))
+	l.maxChannels.Store(int64(c.MaxChannels))
+}
+
+// Reload applies what can change while icebox runs: user_quota, total_quota, max_permissions,
+// max_channels, the peer lists, and maxTTL (credentials.max_ttl). Nothing open is closed:
+// lowered quotas and limits refuse only what comes next, and the bound channels are judged
+// again by the new peer lists, so a newly denied peer gets no more datagrams (pion's path checks
+// every datagram anyway). The keys RestartKeys names keep their running value.
+func (s *Server) Reload(c Config, maxTTL time.Duration) error {
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.limits.set(c, maxTTL)
+	s.quota.setLimit(c.UserQuota)
+	s.relays.setTotalQuota(c.TotalQuota)
+	s.policy.set(c)
+	for _, t := range s.listeners {
+		t.fast.rejudge(s.policy)
+	}
+	s.relays.each((*relayConn).rejudgePermissions)
+	running := s.cfg // the keys of RestartKeys keep their running values
+	s.cfg = c
+	s.cfg.Realm, s.cfg.UDPListen, s.cfg.TCPListen, s.cfg.TLSListen = running.Realm, running.UDPListen, running.TCPListen, running.TLSListen
+	s.cfg.UDPSockets, s.cfg.RelayAddress = running.UDPSockets, running.RelayAddress
+	s.cfg.RelayPortMin, s.cfg.RelayPortMax = running.RelayPortMin, running.RelayPortMax
+	return nil
+}
+
+// RunningConfig is the running configuration: the last reload's, with the keys that need a restart as
+// they were at start.
+func (s *Server) RunningConfig() Config {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg
+}
+
+// RestartKeys names the keys (without the turn. prefix) whose change from old to c takes effect
+// only after a restart: the listeners, their sockets, and the relay port range and address.
+func RestartKeys(old, c Config) []string {
+	var keys []string
+	for _, k := range []struct {
+		key     string
+		changed bool
+	}{
+		{"realm", old.Realm != c.Realm},
+		{"udp_listen", old.UDPListen != c.UDPListen},
+		{"tcp_listen", old.TCPListen != c.TCPListen},
+		{"tls_listen", old.TLSListen != c.TLSListen},
+		{"udp_sockets", old.UDPSockets != c.UDPSockets},
+		{"relay_address", old.RelayAddress != c.RelayAddress},
+		{"relay_port_min", old.RelayPortMin != c.RelayPortMin},
+		{"relay_port_max", old.RelayPortMax != c.RelayPortMax},
+	} {
+		if k.changed {
+			keys = append(keys, k.key)
+		}
+	}
+	return keys
 }
 
 // Serve blocks until Shutdown: pion serves on its own goroutines.

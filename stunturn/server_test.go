@@ -513,24 +513,7 @@ func TestShutdownClosesConnections(t *testing.T) {
 // metric reads one series from reg: the sum over series whose label has the value.
 func metric(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
 	t.Helper()
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := 0.0
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == label && l.GetValue() == value {
-					sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-				}
-			}
-		}
-	}
-	return sum
+	return turntest.Metric(t, reg, name, label, value)
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -545,15 +528,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// waitMetric polls a metric until it reaches want or 5 seconds pass, and returns its value.
+// waitMetric polls a metric until it reaches want or 10 seconds pass, and returns its value.
 func waitMetric(t *testing.T, reg *prometheus.Registry, name, label, value string, want float64) float64 {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		got := metric(t, reg, name, label, value)
-		if got >= want || time.Now().After(deadline) {
-			return got
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	return turntest.WaitMetric(t, reg, name, label, value, want)
 }

@@ -2,9 +2,13 @@ package stunturn_test
 
 import (
 	"bufio"
+	"bytes"
+	"crypto/tls"
 	"encoding/binary"
 	"io"
+	"log/slog"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -151,4 +155,52 @@ func TestStreamTimeouts(t *testing.T) {
 	if _, _, err := withAlloc.Binding(); err != nil {
 		t.Errorf("the connection holding an allocation was closed: %v", err)
 	}
+}
+
+// TestTLSClientCloseLogsNothing: a TLS client that goes away first (here with a reset, so the
+// server's close_notify cannot be sent) ends its connection normally, with nothing in the log at
+// info or above.
+func TestTLSClientCloseLogsNothing(t *testing.T) {
+	var buf syncBuffer
+	srv := turntest.Start(t, turntest.Options{Logger: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	for range 5 {
+		raw, err := net.Dial("tcp", srv.TLS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = raw.(*net.TCPConn).SetLinger(0) // close with a reset
+		conn := tls.Client(raw, srv.TLSConfig)
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := conn.Write(stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw); err != nil {
+			t.Fatal(err)
+		}
+		readResponse(t, bufio.NewReader(conn))
+		raw.Close()
+	}
+	for deadline := time.Now().Add(10 * time.Second); metric(t, srv.Registry, "icebox_turn_connections", "transport", "tls") != 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the server did not see the clients go")
+		}
+	}
+	if out := buf.String(); out != "" {
+		t.Errorf("clients going away logged at info or above:\n%s", out)
+	}
+}
+
+// syncBuffer is a bytes.Buffer for a logger written from several goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

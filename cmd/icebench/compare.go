@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -35,6 +36,8 @@ type compareOptions struct {
 	micro          string
 	profileTime    time.Duration
 	profileDir     string
+	node           string // node.js, for the signaling yardstick
+	nodeServer     string
 }
 
 func (o *compareOptions) register(fs *flag.FlagSet) {
@@ -47,7 +50,9 @@ func (o *compareOptions) register(fs *flag.FlagSet) {
 	fs.BoolVar(&o.quick, "quick", false, "short runs, one round (a smoke test of the harness)")
 	fs.BoolVar(&o.skipSignaling, "skip-signaling", false, "skip the signaling scenarios")
 	fs.IntVar(&o.signalClients, "signal-clients", 10000, "WebSocket clients of the signaling scenarios")
-	fs.Float64Var(&o.signalRate, "signal-rate", 10000, "signal messages per second of the latency scenario")
+	fs.Float64Var(&o.signalRate, "signal-rate", 8000, "signal messages per second of the latency scenario")
+	fs.StringVar(&o.node, "node", "node", "Node.js, to run the signaling yardstick (\"\": skip it)")
+	fs.StringVar(&o.nodeServer, "node-server", "bench/signal-node/server.js", "the yardstick: the same protocol relayed by Node.js and ws (npm ci in its folder first)")
 	fs.StringVar(&o.micro, "micro", "", "output of go test -bench to include in the report")
 	fs.DurationVar(&o.profileTime, "profile", 8*time.Second, "CPU profile of icebox under the saturation and allocation loads, this long (0: none)")
 	fs.StringVar(&o.profileDir, "profile-dir", "", "where the profiles go (default: next to -out)")
@@ -203,6 +208,8 @@ func (o *compareOptions) scenarios() []scenario {
 	return []scenario{
 		{"audio", turnOptions{mode: "echo", allocations: 200, rate: 50, size: 172, duration: d, warmup: w}},
 		{"video", turnOptions{mode: "echo", allocations: 50, rate: 90, size: 960, duration: d, warmup: w}},
+		{"indications", turnOptions{mode: "echo", allocations: 200, rate: 50, size: 172, duration: d, warmup: w, indications: true}},
+		{"tcp", turnOptions{mode: "echo", allocations: 200, rate: 50, size: 172, duration: d, warmup: w, transport: "tcp"}},
 		{"allocation rate", turnOptions{mode: "alloc", allocations: allocs}},
 		{"idle allocations", turnOptions{mode: "idle", allocations: idle}},
 		{floodScenario, turnOptions{mode: "flood", allocations: 50, rate: 50, size: 172, duration: d, warmup: w,
@@ -245,11 +252,59 @@ func saturation(base turnOptions, quick bool) (turnResult, []turnResult) {
 }
 
 type roundResults struct {
-	turn       map[string]map[string][]turnResult // scenario -> server -> rounds
-	saturation map[string][]turnResult
-	signal     []signalResult
-	latency    []signalResult
-	profiles   []profiled
+	turn                    map[string]map[string][]turnResult // scenario -> server -> rounds
+	saturation              map[string][]turnResult
+	signal, latency         []signalResult // icebox: idle, under load
+	nodeSignal, nodeLatency []signalResult // the Node.js ws yardstick
+	profiles                []profiled
+}
+
+// signalRounds runs the signaling scenarios against url: idle connections, then the load.
+func (o *compareOptions) signalRounds(url string, pid int, label string, round int) (idle, load []signalResult) {
+	clients := o.signalClients
+	if o.quick {
+		clients = 1000
+	}
+	so := signalOptions{url: url, clients: clients, roomSize: 4, concurrency: 64,
+		duration: 10 * time.Second, warmup: 2 * time.Second, pid: pid, label: label}
+	if r, err := runSignal(&so); err == nil {
+		fmt.Fprintf(os.Stderr, "round %d: %s\n", round+1, r)
+		idle = append(idle, r)
+	} else {
+		fmt.Fprintf(os.Stderr, "%s signal idle: %v\n", label, err)
+	}
+	so.rate = o.signalRate
+	if o.quick {
+		so.duration = 3 * time.Second
+	}
+	if r, err := runSignal(&so); err == nil {
+		fmt.Fprintf(os.Stderr, "round %d: %s\n", round+1, r)
+		load = append(load, r)
+	} else {
+		fmt.Fprintf(os.Stderr, "%s signal load: %v\n", label, err)
+	}
+	return idle, load
+}
+
+// startNode runs the Node.js ws yardstick pinned like the servers, ready once it accepts.
+func (o *compareOptions) startNode() (*server, error) {
+	port := freePort("tcp")
+	s := &server{name: "node", http: fmt.Sprintf("127.0.0.1:%d", port)}
+	s.args = []string{"taskset", "-c", strconv.Itoa(o.serverCPU), o.node, o.nodeServer, strconv.Itoa(port)}
+	s.cmd = exec.Command(s.args[0], s.args[1:]...) //nolint:gosec // the yardstick, from the flags
+	if err := s.cmd.Start(); err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.Dial("tcp", s.http); err == nil {
+			_ = c.Close()
+			return s, nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s.stop()
+	return nil, errors.New("node did not listen")
 }
 
 func runCompare(o *compareOptions) (fmt.Stringer, error) {
@@ -295,7 +350,8 @@ func runCompare(o *compareOptions) (fmt.Stringer, error) {
 			}
 			for _, sc := range o.scenarios() {
 				opts := sc.opts
-				opts.server, opts.transport, opts.secret, opts.pid, opts.label, opts.concurrency = s.turn, "udp", secret, s.pid(), name, 16
+				opts.server, opts.secret, opts.pid, opts.label, opts.concurrency = s.turn, secret, s.pid(), name, 16
+				opts.transport = cmp.Or(opts.transport, "udp")
 				r, err := runTurn(&opts)
 				if err != nil {
 					fmt.Fprintf(os.Stderr, "%s %s: %v\n", name, sc.name, err)
@@ -326,30 +382,19 @@ func runCompare(o *compareOptions) (fmt.Stringer, error) {
 			res.saturation[name] = append(res.saturation[name], best)
 
 			if name == "icebox" && !o.skipSignaling {
-				clients := o.signalClients
-				if o.quick {
-					clients = 1000
-				}
-				so := signalOptions{url: "ws://" + s.http + "/ws", clients: clients, roomSize: 4, concurrency: 64,
-					duration: 10 * time.Second, warmup: 2 * time.Second, pid: s.pid(), label: "icebox"}
-				if r, err := runSignal(&so); err == nil {
-					fmt.Fprintf(os.Stderr, "round %d: %s\n", round+1, r)
-					res.signal = append(res.signal, r)
-				} else {
-					fmt.Fprintf(os.Stderr, "signal idle: %v\n", err)
-				}
-				so.rate = o.signalRate
-				if o.quick {
-					so.duration = 3 * time.Second
-				}
-				if r, err := runSignal(&so); err == nil {
-					fmt.Fprintf(os.Stderr, "round %d: %s\n", round+1, r)
-					res.latency = append(res.latency, r)
-				} else {
-					fmt.Fprintf(os.Stderr, "signal load: %v\n", err)
-				}
+				idle, load := o.signalRounds("ws://"+s.http+"/ws", s.pid(), "icebox", round)
+				res.signal, res.latency = append(res.signal, idle...), append(res.latency, load...)
 			}
 			s.stop()
+			if name == "coturn" && !o.skipSignaling && o.node != "" {
+				if n, err := o.startNode(); err == nil {
+					idle, load := o.signalRounds("ws://"+n.http+"/ws", n.pid(), "node", round)
+					res.nodeSignal, res.nodeLatency = append(res.nodeSignal, idle...), append(res.nodeLatency, load...)
+					n.stop()
+				} else {
+					fmt.Fprintf(os.Stderr, "node signaling: %v\n", err)
+				}
+			}
 		}
 	}
 	if o.profileTime > 0 && !o.quick {
@@ -420,9 +465,14 @@ func machine() string {
 	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
 		mem = strings.TrimSpace(strings.TrimPrefix(strings.Split(string(b), "\n")[0], "MemTotal:"))
 	}
-	coturn := ""
-	if out, err := exec.CommandContext(context.Background(), "turnserver", "--version").CombinedOutput(); err == nil {
-		coturn = strings.TrimSpace(string(out))
+	return fmt.Sprintf("%s, %d CPUs, %s RAM, Linux %s, %s", model, runtime.NumCPU(), mem, kernel, runtime.Version())
+}
+
+// version asks a binary for its version (--version), "unknown" when it does not say.
+func version(bin string) string {
+	out, err := exec.CommandContext(context.Background(), bin, "--version").CombinedOutput() //nolint:gosec // the binaries under test
+	if v := strings.TrimSpace(string(out)); err == nil && v != "" {
+		return strings.SplitN(v, "\n", 2)[0]
 	}
-	return fmt.Sprintf("%s, %d CPUs, %s RAM, Linux %s, %s, coturn %s", model, runtime.NumCPU(), mem, kernel, runtime.Version(), coturn)
+	return "unknown"
 }

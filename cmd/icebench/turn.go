@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/stun/v3"
 	"golang.org/x/net/ipv4"
 
 	"github.com/icebox-rtc/icebox/credentials"
@@ -30,6 +31,7 @@ type turnOptions struct {
 	mode                    string
 	floodChannels           int
 	floodTime               time.Duration
+	indications             bool
 	json                    bool
 	label                   string
 }
@@ -51,6 +53,7 @@ func (o *turnOptions) register(fs *flag.FlagSet) {
 		"flood (echo load while one more client binds -flood-channels channels and deletes its allocation)")
 	fs.IntVar(&o.floodChannels, "flood-channels", 4096, "channel numbers the flood tries, from 0x4000 up (4096: all of RFC 8656's)")
 	fs.DurationVar(&o.floodTime, "flood-time", 30*time.Second, "the flood stops binding after this long (a server with quadratic channel lookups takes minutes)")
+	fs.BoolVar(&o.indications, "indications", false, "echo: relay with Send and Data indications after a CreatePermission, as Firefox does, instead of ChannelData")
 	fs.BoolVar(&o.json, "json", false, "print JSON")
 	fs.StringVar(&o.label, "label", "", "a name for the server in the output")
 }
@@ -60,6 +63,7 @@ type turnResult struct {
 	Label              string       `json:"label,omitempty"`
 	Mode               string       `json:"mode"`
 	Transport          string       `json:"transport"`
+	Indications        bool         `json:"indications,omitempty"`
 	Allocations        int          `json:"allocations"`
 	Rate               int          `json:"rate_per_allocation"`
 	Size               int          `json:"size"`
@@ -106,8 +110,12 @@ func (r turnResult) String() string {
 				s += " flood error: " + f.ErrorMessage + ";"
 			}
 		}
-		s += fmt.Sprintf(" x %d pps x %d B over %s: offered %.0f pps, delivered %.0f pps, loss %.3f%%, RTT p50 %.2f ms p99 %.2f ms",
-			r.Rate, r.Size, r.Transport, r.OfferedPerSec, r.DeliveredPerSec, 100*r.Loss, r.RTTP50ms, r.RTTP99ms)
+		framing := "ChannelData"
+		if r.Indications {
+			framing = "Send/Data indications"
+		}
+		s += fmt.Sprintf(" x %d pps x %d B over %s (%s): offered %.0f pps, delivered %.0f pps, loss %.3f%%, RTT p50 %.2f ms p99 %.2f ms",
+			r.Rate, r.Size, r.Transport, framing, r.OfferedPerSec, r.DeliveredPerSec, 100*r.Loss, r.RTTP50ms, r.RTTP99ms)
 		if r.CPUPerPacketUs > 0 {
 			s += fmt.Sprintf(", server %.2f µs CPU per relayed packet (%.2f cores), RSS %d KiB", r.CPUPerPacketUs, r.ServerCPU, r.RSSKiB)
 		}
@@ -179,19 +187,20 @@ func (p *echoPeer) close() {
 	<-p.done
 }
 
-// turnConn is one client of the load: turnclient's wire client, whose ChannelData goes to
-// the handler in onData (set when the measurement starts), with no allocation per packet.
+// turnConn is one client of the load: turnclient's wire client, whose relayed data (ChannelData
+// or Data indications) goes to the handler in onData (set when the measurement starts), with no
+// allocation per packet.
 type turnConn struct {
 	*turnclient.Client
 	stream bool
-	onData atomic.Pointer[func(channel uint16, payload []byte)]
+	onData atomic.Pointer[func(payload []byte)]
 }
 
 func dialTURN(server, transport string) (*turnConn, error) {
 	c := &turnConn{stream: transport != "udp"}
-	client, err := turnclient.Dial(transport, server, turnclient.Options{OnChannelData: func(ch uint16, p []byte) {
-		if f := c.onData.Load(); f != nil {
-			(*f)(ch, p)
+	client, err := turnclient.Dial(transport, server, turnclient.Options{OnData: func(channel uint16, p []byte) {
+		if f := c.onData.Load(); f != nil && (channel == benchChannel || channel == 0) {
+			(*f)(p)
 		}
 	}})
 	if err != nil {
@@ -209,6 +218,11 @@ func (c *turnConn) allocate(username, password string) error {
 // channelBind binds channel to peer (which also creates the permission).
 func (c *turnConn) channelBind(channel uint16, peer netip.AddrPort) error {
 	return c.ChannelBind(channel, turnclient.PeerAddress{Addr: peer})
+}
+
+// createPermission asks for a permission toward peer's IP (for Send indications).
+func (c *turnConn) createPermission(peer netip.AddrPort) error {
+	return c.CreatePermission(turnclient.PeerAddress{Addr: peer})
 }
 
 // allocateAll makes n allocations, concurrency at a time, and returns them with the time taken.
@@ -276,7 +290,8 @@ const benchChannel = 0x4000
 
 // runTurn runs one TURN scenario.
 func runTurn(o *turnOptions) (turnResult, error) {
-	res := turnResult{Label: o.label, Mode: o.mode, Transport: o.transport, Allocations: o.allocations, Rate: o.rate, Size: o.size}
+	res := turnResult{Label: o.label, Mode: o.mode, Transport: o.transport, Allocations: o.allocations, Rate: o.rate, Size: o.size,
+		Indications: o.indications}
 	switch o.mode {
 	case "alloc":
 		cpu0 := cpuSeconds(o.pid)
@@ -308,6 +323,9 @@ func runTurn(o *turnOptions) (turnResult, error) {
 	}
 	defer peer.close()
 	conns, _, errs := allocateAll(o, o.allocations, func(c *turnConn, _ int) error {
+		if o.indications {
+			return c.createPermission(peer.addr())
+		}
 		return c.channelBind(benchChannel, peer.addr())
 	})
 	res.Errors = errs
@@ -326,12 +344,12 @@ func runTurn(o *turnOptions) (turnResult, error) {
 	var wg sync.WaitGroup
 	interval := time.Second / time.Duration(max(o.rate, 1))
 	for i, c := range conns {
-		// The receiver: on the client's reader goroutine, as each ChannelData arrives.
-		receive := func(channel uint16, p []byte) {
-			if len(p) < 8 || channel != benchChannel {
+		// The receiver: on the client's reader goroutine, as each packet comes back.
+		receive := func(data []byte) {
+			if len(data) < 8 {
 				return
 			}
-			at := int64(binary.BigEndian.Uint64(p[0:8]))
+			at := int64(binary.BigEndian.Uint64(data[0:8]))
 			if a, b := t0.Load(), t1.Load(); a != 0 && at >= a && (b == 0 || at < b) {
 				recv.Add(1)
 				rtts[i].add(float64(time.Since(epoch).Nanoseconds()-at) / 1e6)
@@ -339,11 +357,9 @@ func runTurn(o *turnOptions) (turnResult, error) {
 		}
 		c.onData.Store(&receive)
 		wg.Go(func() { // sender
-			pkt := make([]byte, 4+((o.size+3)&^3))
-			binary.BigEndian.PutUint16(pkt[0:2], benchChannel)
-			binary.BigEndian.PutUint16(pkt[2:4], uint16(o.size))
-			if !c.stream {
-				pkt = pkt[:4+o.size]
+			pkt, stamp := channelDataPacket(o.size, c.stream)
+			if o.indications {
+				pkt, stamp = sendIndicationPacket(o.size, peer.addr())
 			}
 			// Spread the allocations' phases over one interval.
 			time.Sleep(time.Duration(i) * interval / time.Duration(len(conns)))
@@ -356,7 +372,7 @@ func runTurn(o *turnOptions) (turnResult, error) {
 				case <-tick.C:
 				}
 				now := time.Since(epoch).Nanoseconds()
-				binary.BigEndian.PutUint64(pkt[4:12], uint64(now))
+				binary.BigEndian.PutUint64(pkt[stamp:stamp+8], uint64(now))
 				if err := c.Write(pkt); err != nil {
 					return
 				}
@@ -482,4 +498,27 @@ func flood(o *turnOptions, peer netip.AddrPort, index int) *floodResult {
 	}
 	r.DeleteMs = float64(time.Since(start).Microseconds()) / 1000
 	return r
+}
+
+// channelDataPacket is a ChannelData message of size bytes on benchChannel (padded on streams),
+// and where its timestamp goes.
+func channelDataPacket(size int, stream bool) ([]byte, int) {
+	pkt := make([]byte, 4+((size+3)&^3))
+	binary.BigEndian.PutUint16(pkt[0:2], benchChannel)
+	binary.BigEndian.PutUint16(pkt[2:4], uint16(size))
+	if !stream {
+		pkt = pkt[:4+size]
+	}
+	return pkt, 4
+}
+
+// sendIndicationPacket is a Send indication of size bytes to peer, and where its timestamp
+// goes (the start of its DATA).
+func sendIndicationPacket(size int, peer netip.AddrPort) ([]byte, int) {
+	m, err := stun.Build(stun.TransactionID, stun.NewType(stun.MethodSend, stun.ClassIndication),
+		turnclient.PeerAddress{Addr: peer}, turnclient.Attr(stun.AttrData, make([]byte, size)))
+	if err != nil {
+		panic(err) // fixed attributes: cannot fail
+	}
+	return m.Raw, len(m.Raw) - ((size + 3) &^ 3)
 }

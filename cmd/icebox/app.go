@@ -9,12 +9,15 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/icebox-rtc/icebox/acme"
 	"github.com/icebox-rtc/icebox/credentials"
+	"github.com/icebox-rtc/icebox/edge"
 	"github.com/icebox-rtc/icebox/httpapi"
 	"github.com/icebox-rtc/icebox/signaling"
 	"github.com/icebox-rtc/icebox/signaling/web"
@@ -48,6 +51,9 @@ type app struct {
 	http       *httpServer
 	turn       *stunturn.Server
 	turnAddrs  struct{ udp, tcp, tls net.Addr } // bound TURN listeners; nil when off
+	edge       *edge.Edge                       // nil when edge.listen is off
+	edgeUDP    net.Addr                         // bound edge.udp_listen; nil when off
+	acme       *acme.Manager                    // nil when acme.enabled is off
 	secrets    *credentials.Secrets
 	auth       *credentials.Authenticator
 	creds      *credentials.Service
@@ -58,6 +64,28 @@ type app struct {
 
 	ready    atomic.Bool // every component serving and not draining: /readyz 200
 	draining atomic.Bool
+	// bound are listeners bound before their server exists, closed by closeAll when the start
+	// fails (their servers close them otherwise).
+	bound []net.Listener
+	// readiness are what else /readyz waits for (the ACME certificate).
+	readiness []readinessCheck
+}
+
+// readinessCheck is something /readyz waits for besides the listeners: check is nil when it is
+// there, else says why not; code is the error code /readyz answers with meanwhile.
+type readinessCheck struct {
+	code  string
+	check func() error
+}
+
+// notReady is the first readiness check that fails, if any.
+func (a *app) notReady() (string, error) {
+	for _, r := range a.readiness {
+		if err := r.check(); err != nil {
+			return r.code, err
+		}
+	}
+	return "", nil
 }
 
 // newApp binds every listener and wires every component. Binding happens here, before anything
@@ -93,7 +121,7 @@ func newApp(cfg Config, comp compiled, log *slog.Logger, info buildInfo) (a *app
 			Name: "icebox_ready",
 			Help: "1 while every listener serves and icebox is not draining (as /readyz).",
 		}, func() float64 {
-			if a.ready.Load() {
+			if _, err := a.notReady(); a.ready.Load() && err == nil {
 				return 1
 			}
 			return 0
@@ -101,8 +129,39 @@ func newApp(cfg Config, comp compiled, log *slog.Logger, info buildInfo) (a *app
 	)
 
 	var certs *certReloader
+	var source certSource // what TLS listeners serve: the files, or ACME's certificate
 	if comp.cert != nil {
 		certs = newCertReloader(cfg.HTTP.TLSCert, cfg.HTTP.TLSKey, comp.cert, log)
+		source = certs
+	}
+	// The edge and ACME's HTTP-01 port are bound first: ACME answers its challenges on them.
+	var edgeLn, acmeHTTPLn net.Listener
+	if cfg.Edge.Listen != "" {
+		if edgeLn, err = net.Listen("tcp", cfg.Edge.Listen); err != nil {
+			return a, fmt.Errorf("edge.listen: %w", err)
+		}
+		a.bound = append(a.bound, edgeLn)
+	}
+	if cfg.ACME.HTTPListen != "" {
+		if acmeHTTPLn, err = net.Listen("tcp", cfg.ACME.HTTPListen); err != nil {
+			return a, fmt.Errorf("acme.http_listen: %w", err)
+		}
+		a.bound = append(a.bound, acmeHTTPLn)
+	}
+	if cfg.ACME.Enabled {
+		if a.acme, err = a.newACME(edgeLn, acmeHTTPLn); err != nil {
+			return a, err
+		}
+		source = a.acme
+	}
+	if edgeLn != nil {
+		protos := []string{"h2", "http/1.1"}
+		if a.acme != nil {
+			protos = append(protos, acme.ALPNProtocol)
+		}
+		if a.edge, err = edge.New(edgeLn, edge.Options{TLS: serverTLS(source, protos...), Logger: log, Registry: a.registry}); err != nil {
+			return a, err
+		}
 	}
 
 	a.secrets = credentials.NewSecrets(cfg.Credentials.Secrets)
@@ -112,7 +171,7 @@ func newApp(cfg Config, comp compiled, log *slog.Logger, info buildInfo) (a *app
 			"survive a restart and other nodes or apps cannot mint them. Set credentials.secrets for production")
 	}
 
-	if err := a.startTURN(certs); err != nil {
+	if err := a.startTURN(source); err != nil {
 		return a, err
 	}
 	a.auth = credentials.NewAuthenticator(cfg.Auth)
@@ -190,12 +249,89 @@ func newApp(cfg Config, comp compiled, log *slog.Logger, info buildInfo) (a *app
 	}
 	a.http = newHTTPServer(ln, a.mux, certs, log)
 	a.components = append(a.components, namedComponent{"http", a.http})
+	if a.edge != nil {
+		// The edge terminates TLS: its HTTPS listener yields connections past the handshake.
+		https := newHTTPServer(a.edge.HTTPS(), a.mux, nil, log)
+		https.https = true
+		redirect := newHTTPServer(a.edge.HTTP(), a.redirectHandler(), nil, log)
+		a.components = append(a.components, namedComponent{"edge-https", https}, namedComponent{"edge-http", redirect},
+			namedComponent{"edge", a.edge})
+	}
+	if acmeHTTPLn != nil {
+		a.components = append(a.components, namedComponent{"acme-http", newHTTPServer(acmeHTTPLn, a.redirectHandler(), nil, log)})
+	}
 	a.routeOps()
 	return a, nil
 }
 
-// startTURN binds the TURN listeners and starts the relay on them.
-func (a *app) startTURN(certs *certReloader) (err error) {
+// newACME prepares the certificate manager; the edge's port answers TLS-ALPN-01, acme.http_listen
+// HTTP-01.
+func (a *app) newACME(edgeLn, httpLn net.Listener) (*acme.Manager, error) {
+	o := acme.Options{Host: a.cfg.PublicHost, Logger: a.log, Registry: a.registry}
+	for _, l := range []struct {
+		ln   net.Listener
+		port *int
+	}{{edgeLn, &o.TLSALPNPort}, {httpLn, &o.HTTPPort}} {
+		if l.ln == nil {
+			continue
+		}
+		host, port, _ := net.SplitHostPort(l.ln.Addr().String())
+		*l.port, _ = strconv.Atoi(port)
+		if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+			o.ListenHost = host
+		}
+	}
+	if a.cfg.ACME.CARoot != "" {
+		roots, err := acme.LoadRoots(a.cfg.ACME.CARoot)
+		if err != nil {
+			return nil, &configError{problems: []string{fmt.Sprintf("acme.ca_root: %v", err)}}
+		}
+		o.Roots = roots
+	}
+	m, err := acme.New(a.cfg.ACME, o)
+	if err != nil {
+		return nil, fmt.Errorf("acme: %w", err)
+	}
+	a.readiness = append(a.readiness, readinessCheck{"no-certificate", m.Ready})
+	// A component from now on, so that a start failing later stops its certificate cache. (It
+	// shuts down after the servers: a renewal may go on while they drain.)
+	a.components = append(a.components, namedComponent{"acme", m})
+	return m, nil
+}
+
+// redirectHandler answers plain HTTP on the edge port and acme.http_listen: ACME's HTTP-01
+// challenges when ACME is on, else a redirect to the page.
+func (a *app) redirectHandler() http.Handler {
+	h := edge.Redirect(a.pageURL())
+	if a.acme != nil {
+		h = a.acme.HTTPChallenge(h)
+	}
+	return h
+}
+
+// pageURL is where a browser opens icebox: the edge port over HTTPS when it is on, else
+// http.listen.
+func (a *app) pageURL() string {
+	if a.edge != nil {
+		_, port, _ := net.SplitHostPort(a.edge.Addr().String())
+		if port == "443" {
+			return "https://" + hostForURL(a.public.Host)
+		}
+		return "https://" + net.JoinHostPort(a.public.Host, port)
+	}
+	return a.http.url(a.public.Host)
+}
+
+// hostForURL brackets an IPv6 literal.
+func hostForURL(h string) string {
+	if strings.Contains(h, ":") {
+		return "[" + h + "]"
+	}
+	return h
+}
+
+// startTURN binds the TURN listeners and starts the relay on them, and on the edge's.
+func (a *app) startTURN(source certSource) (err error) {
 	c := a.cfg.TURN
 	opts := stunturn.Options{
 		Secrets:  a.secrets,
@@ -208,7 +344,7 @@ func (a *app) startTURN(certs *certReloader) (err error) {
 		if err == nil {
 			return
 		}
-		for _, pc := range opts.UDP {
+		for _, pc := range append(opts.UDP, opts.EdgeUDP...) {
 			_ = pc.Close()
 		}
 		for _, ln := range []net.Listener{opts.TCP, opts.TLS} {
@@ -235,7 +371,16 @@ func (a *app) startTURN(certs *certReloader) (err error) {
 			return fmt.Errorf("turn.tls_listen: %w", err)
 		}
 		a.turnAddrs.tls = ln.Addr()
-		opts.TLS = tls.NewListener(ln, certs.tlsConfig())
+		opts.TLS = tls.NewListener(ln, serverTLS(source))
+	}
+	if a.edge != nil {
+		opts.EdgeTCP, opts.EdgeTLS = a.edge.TURNTCP(), a.edge.TURNTLS()
+	}
+	if a.cfg.Edge.UDPListen != "" {
+		if opts.EdgeUDP, err = stunturn.ListenUDP(a.cfg.Edge.UDPListen, c.UDPSockets); err != nil {
+			return fmt.Errorf("edge.udp_listen: %w", err)
+		}
+		a.edgeUDP = opts.EdgeUDP[0].LocalAddr()
 	}
 	a.turn, err = stunturn.New(c, opts)
 	if err != nil {
@@ -255,7 +400,12 @@ func (a *app) endpoints() credentials.Endpoints {
 		n, _ := strconv.Atoi(p)
 		return n
 	}
-	return credentials.Endpoints{Host: a.public.Host, UDP: port(a.turnAddrs.udp), TCP: port(a.turnAddrs.tcp), TLS: port(a.turnAddrs.tls)}
+	e := credentials.Endpoints{Host: a.public.Host, UDP: port(a.turnAddrs.udp), TCP: port(a.turnAddrs.tcp), TLS: port(a.turnAddrs.tls),
+		EdgeUDP: port(a.edgeUDP)}
+	if a.edge != nil {
+		e.EdgeTLS = port(a.edge.Addr())
+	}
+	return e
 }
 
 // closeAll releases what newApp bound when the start fails half-way.
@@ -264,6 +414,9 @@ func (a *app) closeAll() {
 	cancel() // nothing to wait for: nothing served yet
 	for _, c := range a.components {
 		_ = c.Shutdown(ctx)
+	}
+	for _, ln := range a.bound {
+		_ = ln.Close()
 	}
 }
 
@@ -292,6 +445,42 @@ func (a *app) logServing() {
 	a.log.Info("serving http", "listen", a.http.addr().String(), "tls", a.cfg.HTTP.TLS(),
 		"url", base+"/", "ice_config", base+"/ice-config", "ws", strings.Replace(base, "http", "ws", 1)+"/ws", "auth", a.cfg.Auth.Mode,
 		"healthz", base+"/healthz", "readyz", base+"/readyz", "metrics", base+"/metrics")
+	if a.edge != nil {
+		certificate := "http.tls_cert"
+		if a.acme != nil {
+			certificate = "acme"
+		}
+		udp := ""
+		if a.edgeUDP != nil {
+			udp = a.edgeUDP.String()
+		}
+		a.log.Info("serving the edge port: https, wss, turns: and turn over tcp on one port; plain http redirected to https",
+			"listen", a.edge.Addr().String(), "udp_listen", udp, "certificate", certificate)
+	}
+	if a.cfg.ACME.HTTPListen != "" {
+		a.log.Info("serving acme http-01 challenges; other requests redirected to https", "listen", a.cfg.ACME.HTTPListen)
+	}
+	a.logPage()
+}
+
+// logPage logs the URL to open in a browser, and warns when the page there would not be a
+// secure context for browsers on other machines: they then give it no camera or microphone.
+func (a *app) logPage() {
+	page := a.pageURL() + "/"
+	a.log.Info("open in a browser", "url", page)
+	host := a.public.Host
+	local := host == "localhost" || (isIP(host) && netip.MustParseAddr(strings.Trim(host, "[]")).IsLoopback())
+	switch {
+	case local:
+	case strings.HasPrefix(page, "http://"):
+		a.log.Warn("the page is plain http: browsers on other machines refuse it camera and microphone (no secure context). "+
+			"Set public_host to a DNS name of this machine, acme.enabled: true, acme.email and edge.listen: \":443\" "+
+			"(or http.tls_cert and http.tls_key)", "url", page)
+	case isIP(host):
+		a.log.Warn("the page is https at an IP address: browsers accept it only with a certificate issued for that IP, "+
+			"else it is no secure context (no camera or microphone). Set public_host to a DNS name of this machine "+
+			"(and acme.enabled: true with acme.email)", "url", page)
+	}
 }
 
 // run serves until ctx ends (the first SIGINT or SIGTERM) or a component fails, then shuts down:
@@ -315,7 +504,11 @@ func (a *app) run(ctx context.Context) error {
 	}
 	a.ready.Store(true)
 	a.logServing()
-	a.log.Info("icebox ready")
+	if _, err := a.notReady(); err != nil {
+		a.log.Info("icebox serving; /readyz answers 503 until the certificate is in service", "waiting", err.Error())
+	} else {
+		a.log.Info("icebox ready")
+	}
 
 	drain := a.cfg.Shutdown.Drain
 	select {
@@ -326,14 +519,7 @@ func (a *app) run(ctx context.Context) error {
 		a.log.Error("a server failed; shutting down")
 		drain = 0
 	}
-	a.ready.Store(false)
-	a.draining.Store(true)
-	for _, c := range a.components {
-		c.Drain()
-	}
-	for _, d := range a.drainers {
-		d.Drain()
-	}
+	a.drain()
 	if drain > 0 {
 		t := time.NewTimer(drain)
 		select {
@@ -370,6 +556,19 @@ type busComponent struct {
 func (b *busComponent) Serve() error {
 	<-b.done
 	return nil
+}
+
+// drain begins a shutdown: not ready, and every component refuses new work (joins,
+// allocations, credentials) while what runs goes on.
+func (a *app) drain() {
+	a.ready.Store(false)
+	a.draining.Store(true)
+	for _, c := range a.components {
+		c.Drain()
+	}
+	for _, d := range a.drainers {
+		d.Drain()
+	}
 }
 
 func (b *busComponent) Drain() {}

@@ -18,8 +18,8 @@ import (
 
 // newBrowser starts headless Chromium (Debian's, installed by make test) as a user would run it
 // for tests: no sandbox (root), fake media devices, no background traffic to Google, a fresh
-// profile. It returns a context for chromedp.Run.
-func newBrowser(t *testing.T) context.Context {
+// profile. It returns a context for chromedp.Run. extra adds flags.
+func newBrowser(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	var path string
 	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
@@ -38,10 +38,11 @@ func newBrowser(t *testing.T) context.Context {
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("use-fake-device-for-media-stream", true),
+		chromedp.Flag("use-fake-device-for-media-stream", "device-count=3,fps=10"), // three cameras (the third, MJPEG, is a second usable one), light on the CPU
 		chromedp.Flag("use-fake-ui-for-media-stream", true),
 		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
 	)
+	opts = append(opts, extra...)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
 	t.Cleanup(func() {

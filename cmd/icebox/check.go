@@ -35,11 +35,14 @@ func newCheckCmd(stdout io.Writer) *cobra.Command {
 		Use:   "check URL",
 		Short: "Self-test a running icebox from the client side",
 		Long: `Check a running icebox the way a client uses it: fetch /ice-config, a STUN Binding on
-each stun: URI (printing the mapped address), a TURN Allocate on each turn:/turns: URI,
+each stun: URI (printing the mapped address), a TURN Allocate on each turn:/turns: URI
+(and plain TURN over TCP on the edge port, the port of URL that also serves turns:),
 data between two of its own allocations through the relay, and a signaling join.
-Prints one line per check and exits 1 naming every check that failed.
+Prints one line per check and exits 1 naming every check that failed, then which of the
+working paths a strict network (UDP blocked, only port 443, only TLS) would still leave.
 
-URL is the icebox base URL, e.g. https://icebox.example.com:8080.`,
+URL is the icebox base URL, e.g. https://icebox.example.com (the edge port) or
+http://icebox.example.com:8080.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			base, err := url.Parse(strings.TrimRight(args[0], "/"))
@@ -101,7 +104,7 @@ func (c *checker) run(ctx context.Context) []string {
 			}
 		}
 		var working []string
-		for _, u := range turnURIs {
+		for _, u := range append(turnURIs, c.edgePlainTCP(turnURIs)...) {
 			relayed, err := c.allocate(u, cred, nil)
 			c.report(u, err, "relayed address %s", relayed)
 			if err == nil {
@@ -114,10 +117,76 @@ func (c *checker) run(ctx context.Context) []string {
 		} else {
 			c.report("relay data", errors.New("no TURN URI allocated"), "")
 		}
+		c.strictNetworks(working)
 	}
 	peer, room, err := c.signaling(ctx)
 	c.report("signaling", err, "joined room %s as peer %s", room, peer)
 	return c.failed
+}
+
+// basePort is the port of the URL checked.
+func (c *checker) basePort() string {
+	if p := c.base.Port(); p != "" {
+		return p
+	}
+	if c.base.Scheme == "https" {
+		return "443"
+	}
+	return "80"
+}
+
+// edgePlainTCP are the plain TURN over TCP URIs of the edge port: a turns: URI on the port of
+// the URL checked is the edge port, which takes TURN without TLS too (not listed in
+// /ice-config: browsers that reach TCP 443 reach TLS on it).
+func (c *checker) edgePlainTCP(uris []string) []string {
+	var out []string
+	for _, u := range uris {
+		t, err := parseICEURI(u)
+		if err != nil || t.scheme != "turns" {
+			continue
+		}
+		if _, port, _ := net.SplitHostPort(t.addr); port == c.basePort() {
+			out = append(out, "turn:"+t.addr+"?transport=tcp")
+		}
+	}
+	return out
+}
+
+// strictNetworks prints which of the TURN URIs that worked a network stricter than this one
+// would still let through.
+func (c *checker) strictNetworks(working []string) {
+	var tcp, port443, tls443 []string
+	for _, u := range working {
+		t, err := parseICEURI(u)
+		if err != nil {
+			continue
+		}
+		_, port, _ := net.SplitHostPort(t.addr)
+		if t.transport != "udp" {
+			tcp = append(tcp, u)
+		}
+		if port == "443" {
+			port443 = append(port443, u)
+			if t.transport == "tls" {
+				tls443 = append(tls443, u)
+			}
+		}
+	}
+	fmt.Fprintln(c.out, "paths on strict networks (of the TURN URIs that worked):")
+	for _, n := range []struct {
+		network string
+		uris    []string
+	}{
+		{"UDP blocked", tcp},
+		{"only port 443 open", port443},
+		{"only TLS on port 443", tls443},
+	} {
+		what := strings.Join(n.uris, ", ")
+		if len(n.uris) == 0 {
+			what = "none: calls from such networks fail; serve TURN on the edge port (edge.listen \":443\", edge.udp_listen \":443\")"
+		}
+		fmt.Fprintf(c.out, "      %-44s %s\n", n.network, what)
+	}
 }
 
 func (c *checker) httpClient() *http.Client {

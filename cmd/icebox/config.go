@@ -9,7 +9,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/icebox-rtc/icebox/acme"
 	"github.com/icebox-rtc/icebox/credentials"
+	"github.com/icebox-rtc/icebox/edge"
 	"github.com/icebox-rtc/icebox/httpapi"
 	"github.com/icebox-rtc/icebox/signaling"
 	"github.com/icebox-rtc/icebox/stunturn"
@@ -25,6 +27,8 @@ type Config struct {
 	Credentials credentials.Config     `mapstructure:"credentials"`
 	Auth        credentials.AuthConfig `mapstructure:"auth"`
 	Signaling   signaling.Config       `mapstructure:"signaling"`
+	ACME        acme.Config            `mapstructure:"acme"`
+	Edge        edge.Config            `mapstructure:"edge"`
 	Shutdown    ShutdownConfig         `mapstructure:"shutdown"`
 	Log         LogConfig              `mapstructure:"log"`
 	Debug       DebugConfig            `mapstructure:"debug"`
@@ -48,6 +52,10 @@ type HTTPConfig struct {
 
 // TLS reports whether HTTP is served over TLS.
 func (c HTTPConfig) TLS() bool { return c.TLSCert != "" }
+
+// HasCertificate reports whether icebox has a certificate to serve TLS with: from files
+// (http.tls_cert) or from ACME.
+func (c Config) HasCertificate() bool { return c.HTTP.TLS() || c.ACME.Enabled }
 
 // ShutdownConfig is the shutdown section.
 type ShutdownConfig struct {
@@ -75,6 +83,8 @@ func DefaultConfig() Config {
 		Credentials: credentials.DefaultConfig(),
 		Auth:        credentials.DefaultAuthConfig(),
 		Signaling:   signaling.DefaultConfig(),
+		ACME:        acme.DefaultConfig(),
+		Edge:        edge.DefaultConfig(),
 		Shutdown:    ShutdownConfig{Drain: 10 * time.Second, Timeout: 20 * time.Second},
 		Log:         LogConfig{Level: "info", Format: "text"},
 	}
@@ -115,9 +125,12 @@ func (c Config) compile() (compiled, error) {
 		{"turn.udp_listen", c.TURN.UDPListen},
 		{"turn.tcp_listen", c.TURN.TCPListen},
 		{"turn.tls_listen", c.TURN.TLSListen},
+		{"edge.listen", c.Edge.Listen},
+		{"edge.udp_listen", c.Edge.UDPListen},
+		{"acme.http_listen", c.ACME.HTTPListen},
 	} {
 		if l.addr == "" && l.key != "http.listen" {
-			continue // a TURN listener set to "" is disabled
+			continue // a listener set to "" is disabled
 		}
 		if err := checkListenAddr(l.addr); err != nil {
 			bad(l.key, "%v", err)
@@ -145,8 +158,34 @@ func (c Config) compile() (compiled, error) {
 	}
 
 	section("turn", c.TURN.Validate())
-	if c.TURN.TLSListen != "" && !c.HTTP.TLS() {
-		bad("turn.tls_listen", "needs a certificate: set http.tls_cert and http.tls_key")
+	if c.TURN.UDPListen == "" && c.TURN.TCPListen == "" && c.TURN.TLSListen == "" && c.Edge.Listen == "" {
+		bad("turn.udp_listen", "turn.udp_listen, tcp_listen and tls_listen are all empty and edge.listen is off: TURN needs at least one listener")
+	}
+	const certHint = "set acme.enabled (with acme.email, and public_host a DNS name), or http.tls_cert and http.tls_key"
+	if c.TURN.TLSListen != "" && !c.HasCertificate() {
+		bad("turn.tls_listen", "needs a certificate: %s", certHint)
+	}
+	if c.Edge.Listen != "" && !c.HasCertificate() {
+		bad("edge.listen", "needs a certificate for its TLS (HTTPS and turns:): %s", certHint)
+	}
+	section("edge", c.Edge.Validate())
+	section("acme", c.ACME.Validate())
+	if c.ACME.Enabled {
+		switch {
+		case c.PublicHost == "":
+			bad("public_host", "must be set with acme.enabled: the DNS name the certificate is for, which points at this machine")
+		case isIP(c.PublicHost):
+			bad("public_host", "%q is an IP address; acme.enabled needs the DNS name clients use (the certificate is for a name)", c.PublicHost)
+		}
+		if c.HTTP.TLS() {
+			bad("acme.enabled", "http.tls_cert is set too: the certificate comes either from ACME or from files; unset one")
+		}
+		if c.Edge.Listen == "" && c.ACME.HTTPListen == "" {
+			bad("acme.enabled", "no port answers the CA's challenges: set edge.listen (TLS-ALPN-01 there, e.g. \":443\") or acme.http_listen (HTTP-01, e.g. \":80\")")
+		}
+		if c.Edge.Listen == "" && c.TURN.TLSListen == "" {
+			bad("acme.enabled", "nothing serves the certificate: set edge.listen (e.g. \":443\") or turn.tls_listen")
+		}
 	}
 	section("credentials", c.Credentials.Validate())
 	section("auth", c.Auth.Validate())
@@ -188,6 +227,12 @@ func flattenErrors(err error) []error {
 		return out
 	}
 	return []error{err}
+}
+
+// isIP reports whether a valid host is an IP address rather than a name.
+func isIP(h string) bool {
+	_, err := netip.ParseAddr(strings.Trim(h, "[]"))
+	return err == nil
 }
 
 // validHost accepts an IP address or a DNS name.

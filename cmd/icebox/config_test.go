@@ -255,6 +255,9 @@ func TestConfigFileSearch(t *testing.T) {
 	}
 }
 
+// acmeOn turns ACME on with the edge, as the README's VPS setup does (public_host left to the test).
+const acmeOn = "acme:\n  enabled: true\n  email: ops@example.com\nedge:\n  listen: ':443'\n  udp_listen: ':443'\n"
+
 // TestInvalid: every invalid value is refused with a message naming the key and the problem.
 func TestInvalid(t *testing.T) {
 	cert, key := turntest.CertificateFiles(t)
@@ -310,6 +313,20 @@ func TestInvalid(t *testing.T) {
 		{name: "negative drain", env: []string{"ICEBOX_SHUTDOWN_DRAIN=-1s"}, want: []string{"shutdown.drain", "negative"}},
 		{name: "log level", env: []string{"ICEBOX_LOG_LEVEL=verbose"}, want: []string{"log.level", `unknown level "verbose"`}},
 		{name: "log format", file: "log:\n  format: xml\n", want: []string{"log.format", `unknown format "xml"`}},
+		{name: "acme with public_host an IP", file: acmeOn + "public_host: 203.0.113.7\n", want: []string{`public_host: "203.0.113.7" is an IP address; acme.enabled needs the DNS name`}},
+		{name: "acme without public_host", file: acmeOn, want: []string{"public_host: must be set with acme.enabled"}},
+		{name: "acme without email", file: "public_host: turn.example.com\nacme:\n  enabled: true\nedge:\n  listen: ':443'\n", want: []string{"acme.email: must be set with acme.enabled"}},
+		{name: "acme email", file: acmeOn + "public_host: turn.example.com\n", env: []string{"ICEBOX_ACME_EMAIL=ops at example"}, want: []string{"acme.email", "not an email address"}},
+		{name: "acme ca not https", env: []string{"ICEBOX_ACME_CA=http://ca.example/dir"}, want: []string{"acme.ca", "not an https:// URL"}},
+		{name: "acme ca_root unreadable", env: []string{"ICEBOX_ACME_CA_ROOT=/nonexistent/root.pem"}, want: []string{"acme.ca_root", "/nonexistent/root.pem"}},
+		{name: "acme enabled not a bool", env: []string{"ICEBOX_ACME_ENABLED=yes please"}, want: []string{"acme.enabled", "not true or false"}},
+		{name: "acme and certificate files", file: acmeOn + "public_host: turn.example.com\nhttp:\n  tls_cert: " + cert + "\n  tls_key: " + key + "\n", want: []string{"acme.enabled: http.tls_cert is set too"}},
+		{name: "acme without a challenge port", file: "public_host: turn.example.com\nacme:\n  enabled: true\n  email: ops@example.com\nturn:\n  tls_listen: ':5349'\n", want: []string{"acme.enabled: no port answers the CA's challenges"}},
+		{name: "acme serving nothing", file: "public_host: turn.example.com\nacme:\n  enabled: true\n  email: ops@example.com\n  http_listen: ':80'\n", want: []string{"acme.enabled: nothing serves the certificate"}},
+		{name: "acme http_listen without acme", file: "acme:\n  http_listen: ':80'\n", want: []string{"acme.http_listen: needs acme.enabled"}},
+		{name: "edge without certificate", file: "edge:\n  listen: ':443'\n", want: []string{"edge.listen: needs a certificate"}},
+		{name: "edge udp without edge", file: "edge:\n  udp_listen: ':443'\n", want: []string{"edge.udp_listen: needs edge.listen"}},
+		{name: "edge listen not host:port", env: []string{"ICEBOX_EDGE_LISTEN=443"}, want: []string{"edge.listen", "not host:port"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, kv := range tc.env {

@@ -85,5 +85,6 @@ func configEndpoints(c Config) credentials.Endpoints {
 	return credentials.Endpoints{
 		Host: resolvePublicAddrs(c, interfaceAddrs).Host,
 		UDP:  port(c.TURN.UDPListen), TCP: port(c.TURN.TCPListen), TLS: port(c.TURN.TLSListen),
+		EdgeUDP: port(c.Edge.UDPListen), EdgeTLS: port(c.Edge.Listen),
 	}
 }

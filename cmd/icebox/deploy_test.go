@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/icebox-rtc/icebox/acme"
 	"github.com/icebox-rtc/icebox/stunturn/turntest"
 )
 
@@ -80,7 +82,7 @@ func TestSystemdUnit(t *testing.T) {
 		"ExecStart=/usr/local/bin/icebox serve --config /etc/icebox/icebox.yaml",
 		"User=icebox", "AmbientCapabilities=CAP_NET_BIND_SERVICE", "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
 		"NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
-		"RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK", "Restart=on-failure",
+		"RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK", "Restart=on-failure", "StateDirectory=icebox",
 	} {
 		if !strings.Contains(text, want+"\n") {
 			t.Errorf("the unit lacks %q", want)
@@ -152,10 +154,38 @@ func TestInstallScript(t *testing.T) {
 	if s := mustLoad(t, filepath.Join(other, "etc/icebox/icebox.yaml")).cfg.Credentials.Secrets[0]; s == first {
 		t.Errorf("two installs share the secret %s", s)
 	}
-	bad := exec.Command(script, "--binary", iceboxBinary(t), "--public-ip", "not-an-ip")
-	bad.Env = append(os.Environ(), "DESTDIR="+t.TempDir())
-	if err := bad.Run(); err == nil {
-		t.Errorf("install.sh accepted --public-ip not-an-ip")
+	for _, args := range [][]string{
+		{"--public-ip", "not-an-ip"},
+		{"--acme-email", "ops@example.com"},                                  // no name
+		{"--public-host", "203.0.113.10", "--acme-email", "ops@example.com"}, // an IP
+		{"--public-host", "turn.example.com", "--acme-email", "not-an-email"},
+	} {
+		bad := exec.Command(script, append([]string{"--binary", iceboxBinary(t)}, args...)...)
+		bad.Env = append(os.Environ(), "DESTDIR="+t.TempDir())
+		if out, err := bad.CombinedOutput(); err == nil {
+			t.Errorf("install.sh accepted %v:\n%s", args, out)
+		}
+	}
+}
+
+// TestInstallScriptACME: install.sh --public-host --acme-email writes a configuration that
+// icebox loads: the certificate from Let's Encrypt, HTTPS and TURN on 443, HTTP-01 on 80, the
+// plain HTTP listener kept to the machine.
+func TestInstallScriptACME(t *testing.T) {
+	root := t.TempDir()
+	cmd := exec.Command(filepath.Join(deployDir, "systemd", "install.sh"), "--binary", iceboxBinary(t),
+		"--public-host", "turn.example.com", "--acme-email", "ops@example.com")
+	cmd.Env = append(os.Environ(), "DESTDIR="+root)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("install.sh: %v\n%s", err, out)
+	}
+	c := mustLoad(t, filepath.Join(root, "etc/icebox/icebox.yaml")).cfg
+	if !c.ACME.Enabled || c.ACME.Email != "ops@example.com" || c.ACME.CA != acme.LetsEncrypt || c.ACME.HTTPListen != ":80" ||
+		c.Edge.Listen != ":443" || c.Edge.UDPListen != ":443" || c.PublicHost != "turn.example.com" || c.HTTP.Listen != "127.0.0.1:8080" {
+		t.Errorf("config: acme %+v, edge %+v, public_host %q, http.listen %q", c.ACME, c.Edge, c.PublicHost, c.HTTP.Listen)
+	}
+	if got := c.ACME.StoragePath(func(string) string { return "/var/lib/icebox" }); got != "/var/lib/icebox/acme" {
+		t.Errorf("ACME storage under systemd: %s, want the unit's StateDirectory", got)
 	}
 }
 
@@ -267,7 +297,12 @@ func checkPod(t *testing.T, m manifests) {
 		len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" || len(sc.Capabilities.Add) != 1 || sc.Capabilities.Add[0] != "NET_BIND_SERVICE" {
 		t.Errorf("container security context: %+v", sc)
 	}
-	if psc := spec.SecurityContext; psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot {
+	// Root only on the node's network with a port below 1024 (no other way to bind it there),
+	// and then with NET_BIND_SERVICE alone (checked above).
+	rootOnNode := func(psc *corev1.PodSecurityContext) bool {
+		return spec.HostNetwork && psc.RunAsUser != nil && *psc.RunAsUser == 0
+	}
+	if psc := spec.SecurityContext; psc == nil || psc.RunAsNonRoot == nil || (!*psc.RunAsNonRoot && !rootOnNode(psc)) {
 		t.Errorf("pod security context: %+v", psc)
 	}
 	if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Sleep == nil {
@@ -378,12 +413,72 @@ func TestHelmChart(t *testing.T) {
 		}
 	})
 
+	t.Run("edge with acme on the nodes", func(t *testing.T) {
+		out, err := helmTemplate(t, "--set", "config.public_host=turn.example.com", "--set", "config.acme.enabled=true",
+			"--set", "config.acme.email=ops@example.com", "--set", "config.acme.http_listen=:80",
+			"--set", "config.edge.listen=:443", "--set", "config.edge.udp_listen=:443")
+		if err != nil {
+			t.Fatalf("helm template: %s", err.(*exec.ExitError).Stderr)
+		}
+		m := decodeManifests(t, out)
+		checkPod(t, m)
+		spec := m.deployment.Spec.Template.Spec
+		c := spec.Containers[0]
+		if psc := spec.SecurityContext; !spec.HostNetwork || psc.RunAsUser == nil || *psc.RunAsUser != 0 {
+			t.Errorf("hostNetwork %v, pod security %+v: want uid 0 to bind 443 on the node", spec.HostNetwork, psc)
+		}
+		ports := map[string]string{}
+		for _, p := range c.Ports {
+			ports[p.Name] = fmt.Sprintf("%d/%s", p.ContainerPort, p.Protocol)
+		}
+		if ports["edge"] != "443/TCP" || ports["edge-udp"] != "443/UDP" || ports["acme-http"] != "80/TCP" {
+			t.Errorf("container ports %v", ports)
+		}
+		if c.StartupProbe.HTTPGet.Path != "/healthz" {
+			t.Errorf("startup probe on %s: a pod waiting for its certificate would be restarted", c.StartupProbe.HTTPGet.Path)
+		}
+		state := false
+		for _, v := range spec.Volumes {
+			state = state || (v.Name == "state" && v.HostPath != nil && v.HostPath.Path == "/var/lib/icebox")
+		}
+		if !state || !strings.Contains(m.configMap.Data["icebox.yaml"], "storage: /var/lib/icebox/acme") {
+			t.Errorf("ACME state not kept on the node: volumes %+v\n%s", spec.Volumes, m.configMap.Data["icebox.yaml"])
+		}
+	})
+
+	t.Run("edge behind a load balancer", func(t *testing.T) {
+		out, err := helmTemplate(t, "--set", "mode=loadBalancer", "--set", "tls.existingSecret=icebox-tls",
+			"--set", "config.edge.listen=:443", "--set", "config.edge.udp_listen=:443")
+		if err != nil {
+			t.Fatalf("helm template: %s", err.(*exec.ExitError).Stderr)
+		}
+		m := decodeManifests(t, out)
+		checkPod(t, m)
+		var edge []string
+		for _, p := range m.service.Spec.Ports {
+			if strings.HasPrefix(p.Name, "edge") {
+				edge = append(edge, fmt.Sprintf("%s %d/%s->%s", p.Name, p.Port, p.Protocol, p.TargetPort.String()))
+			}
+		}
+		if strings.Join(edge, ", ") != "edge 443/TCP->edge, edge-udp 443/UDP->edge-udp" {
+			t.Errorf("edge ports on the load balancer: %v", edge)
+		}
+		psc := m.deployment.Spec.Template.Spec.SecurityContext
+		if !*psc.RunAsNonRoot || len(psc.Sysctls) != 1 || psc.Sysctls[0].Name != "net.ipv4.ip_unprivileged_port_start" || psc.Sysctls[0].Value != "0" {
+			t.Errorf("pod security %+v: want non-root binding 443 in its own network namespace", psc)
+		}
+	})
+
 	for _, tc := range []struct {
 		name string
 		args []string
 		want string
 	}{
 		{"replicas without redis", []string{"--set", "replicaCount=2"}, "needs Redis"},
+		{"edge without certificate", []string{"--set", "config.edge.listen=:443"}, "config.edge.listen needs a certificate"},
+		{"acme behind a load balancer", []string{"--set", "mode=loadBalancer", "--set", "config.acme.enabled=true",
+			"--set", "config.public_host=turn.example.com", "--set", "config.edge.listen=:443"}, "with mode loadBalancer"},
+		{"acme without a name", []string{"--set", "config.acme.enabled=true", "--set", "config.edge.listen=:443"}, "needs config.public_host"},
 		{"unknown mode", []string{"--set", "mode=nodePort"}, "is not hostNetwork or loadBalancer"},
 		{"wide relay range", []string{"--set", "mode=loadBalancer", "--set", "loadBalancer.relayPortMax=60000"}, "keep it between 1 and 1000"},
 		{"tls without certificate", []string{"--set", "config.turn.tls_listen=:5349"}, "needs a certificate"},

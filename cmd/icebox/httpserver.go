@@ -16,8 +16,9 @@ import (
 // httpServer serves every HTTP endpoint on http.listen. Its timeouts bound what a slow or idle
 // client can hold; WebSocket connections are hijacked and leave these limits behind.
 type httpServer struct {
-	ln    net.Listener
-	srv   *http.Server
+	ln  net.Listener
+	srv *http.Server
+	// https: clients use https:// (this server's TLS, or the edge's in front of it).
 	https bool
 }
 
@@ -35,7 +36,7 @@ func newHTTPServer(ln net.Listener, h http.Handler, certs *certReloader, log *sl
 		},
 	}
 	if certs != nil {
-		s.srv.TLSConfig = certs.tlsConfig()
+		s.srv.TLSConfig = serverTLS(certs)
 		s.https = true
 	}
 	return s
@@ -55,7 +56,7 @@ func (s *httpServer) url(host string) string {
 
 func (s *httpServer) Serve() error {
 	var err error
-	if s.https {
+	if s.srv.TLSConfig != nil {
 		err = s.srv.ServeTLS(s.ln, "", "")
 	} else {
 		err = s.srv.Serve(s.ln)
@@ -100,6 +101,10 @@ func (a *app) routeOps() {
 			httpapi.WriteError(w, &httpapi.Error{Status: http.StatusServiceUnavailable, Code: "starting",
 				Message: "icebox is starting"})
 		default:
+			if code, err := a.notReady(); err != nil {
+				httpapi.WriteError(w, &httpapi.Error{Status: http.StatusServiceUnavailable, Code: code, Message: err.Error()})
+				return
+			}
 			httpapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 		}
 	})

@@ -338,6 +338,18 @@ func decodeValue(from reflect.Type, to reflect.Type, data any) (any, error) {
 			return nil, fmt.Errorf("%v has no unit: write e.g. %vs or %vm", d, d, d)
 		}
 		return nil, fmt.Errorf("%v is not a duration (e.g. 30s, 10m, 24h)", data)
+	case to.Kind() == reflect.Bool:
+		switch {
+		case isString:
+			b, err := strconv.ParseBool(s)
+			if err != nil {
+				return nil, fmt.Errorf("%q is not true or false", data)
+			}
+			return b, nil
+		case from.Kind() == reflect.Bool:
+			return data, nil
+		}
+		return nil, fmt.Errorf("%v is not true or false", data)
 	case to.Kind() == reflect.Int:
 		switch {
 		case isString:

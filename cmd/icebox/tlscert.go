@@ -77,7 +77,14 @@ func (r *certReloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, e
 	return r.cert, nil
 }
 
-// tlsConfig is the server TLS configuration shared by HTTPS and TURN over TLS.
-func (r *certReloader) tlsConfig() *tls.Config {
-	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: r.GetCertificate}
+// certSource is where TLS servers get their certificate: the files (certReloader) or ACME
+// (acme.Manager).
+type certSource interface {
+	GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
+}
+
+// serverTLS is the server TLS configuration of HTTPS, TURN over TLS and the edge port, with
+// the ALPN protocols that server speaks.
+func serverTLS(source certSource, protos ...string) *tls.Config {
+	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: source.GetCertificate, NextProtos: protos}
 }

@@ -1,28 +1,38 @@
 #!/bin/sh
 # Installs icebox as a systemd service on a VPS.
 #
+#   sudo deploy/systemd/install.sh --public-host turn.example.com --acme-email ops@example.com
+#
+# takes a fresh VPS whose DNS name points at it to HTTPS plus TURN on port 443: icebox gets its
+# certificate from Let's Encrypt itself (ACME), serves the page, signaling and TURN over TLS on
+# TCP 443, TURN on UDP 443 (and 3478), HTTP-01 and a redirect to https on port 80.
+# Without --acme-email it installs the plain setup (HTTP on 8080, TURN on 3478):
+#
 #   sudo deploy/systemd/install.sh --binary ./bin/icebox --public-host turn.example.com --public-ip 203.0.113.10
 #
 # It installs the binary to /usr/local/bin/icebox, creates the system user icebox and
 # /etc/icebox, writes /etc/icebox/icebox.yaml with a fresh 32-byte TURN secret (an existing
 # configuration is never overwritten), installs icebox.service, and enables and starts it.
+# ACME's account and certificates live in /var/lib/icebox (the unit's StateDirectory).
 #
 # DESTDIR=/some/root installs the files under that root only (packaging, tests): no user is
 # created and systemctl is not called.
 set -eu
 
 usage() {
-	echo "usage: $0 [--binary PATH] [--public-host HOST] [--public-ip IPV4] [--no-start]" >&2
+	echo "usage: $0 [--binary PATH] [--public-host HOST] [--acme-email EMAIL [--acme-ca URL]] [--public-ip IPV4] [--no-start]" >&2
 	exit 2
 }
 
 here=$(cd "$(dirname "$0")" && pwd)
-binary="" public_host="" public_ip="" start=1
+binary="" public_host="" public_ip="" acme_email="" acme_ca="" start=1
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--binary) [ $# -ge 2 ] || usage; binary=$2; shift 2 ;;
 	--public-host) [ $# -ge 2 ] || usage; public_host=$2; shift 2 ;;
 	--public-ip) [ $# -ge 2 ] || usage; public_ip=$2; shift 2 ;;
+	--acme-email) [ $# -ge 2 ] || usage; acme_email=$2; shift 2 ;;
+	--acme-ca) [ $# -ge 2 ] || usage; acme_ca=$2; shift 2 ;;
 	--no-start) start=0; shift ;;
 	-h|--help) usage ;;
 	*) echo "$0: unknown argument $1" >&2; usage ;;
@@ -45,6 +55,22 @@ if [ -z "$binary" ] || [ ! -x "$binary" ]; then
 fi
 case "$public_host" in *[!A-Za-z0-9.:_-]*) echo "$0: --public-host $public_host is not a host name or address" >&2; exit 2 ;; esac
 case "$public_ip" in *[!0-9.]*) echo "$0: --public-ip $public_ip is not an IPv4 address" >&2; exit 2 ;; esac
+if [ -n "$acme_email" ]; then
+	case "$public_host" in
+	"") echo "$0: --acme-email needs --public-host: the DNS name of this machine, which the certificate is for" >&2; exit 2 ;;
+	*:*) echo "$0: --public-host $public_host is an IP address: a certificate from Let's Encrypt needs a DNS name pointing here" >&2; exit 2 ;;
+	*[!0-9.]*) ;;
+	*) echo "$0: --public-host $public_host is an IP address: a certificate from Let's Encrypt needs a DNS name pointing here" >&2; exit 2 ;;
+	esac
+	case "$acme_email" in
+	*@*.*) ;;
+	*) echo "$0: --acme-email $acme_email is not an email address" >&2; exit 2 ;;
+	esac
+	case "$acme_email$acme_ca" in *[\"\ ]*) echo "$0: --acme-email and --acme-ca take no quotes or spaces" >&2; exit 2 ;; esac
+elif [ -n "$acme_ca" ]; then
+	echo "$0: --acme-ca needs --acme-email" >&2
+	exit 2
+fi
 
 install -d -m 0755 "$root/usr/local/bin" "$root/etc/systemd/system"
 install -m 0755 "$binary" "$root/usr/local/bin/icebox.new"
@@ -59,6 +85,10 @@ install -d -m 0750 "$root/etc/icebox"
 config="$root/etc/icebox/icebox.yaml"
 if [ -e "$config" ]; then
 	echo "keeping the existing $config"
+	if [ -n "$acme_email" ] && ! grep -q '^acme:' "$config"; then
+		echo "  it has no acme section: for HTTPS and TURN on 443, add acme (enabled, email, http_listen \":80\")"
+		echo "  and edge (listen \":443\", udp_listen \":443\") to it as README's VPS section shows, then: systemctl restart icebox"
+	fi
 else
 	secret=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
 	if [ ${#secret} -ne 64 ]; then
@@ -71,6 +101,23 @@ else
 		echo "# configs/icebox.yaml in the icebox sources, or: icebox config print"
 		[ -n "$public_host" ] && echo "public_host: \"$public_host\""
 		[ -n "$public_ip" ] && echo "public_ip: \"$public_ip\""
+		if [ -n "$acme_email" ]; then
+			echo "http:"
+			echo "  # Health, readiness and metrics on this machine; browsers and apps use port 443."
+			echo "  listen: \"127.0.0.1:8080\""
+			echo "acme:"
+			echo "  # The certificate for public_host, from Let's Encrypt, renewed by icebox."
+			echo "  enabled: true"
+			echo "  email: \"$acme_email\""
+			[ -n "$acme_ca" ] && echo "  ca: \"$acme_ca\""
+			echo "  # HTTP-01 challenges, and a redirect to https for everything else."
+			echo "  http_listen: \":80\""
+			echo "edge:"
+			echo "  # HTTPS, WebSocket signaling, TURN over TLS and TCP: one port, the one strict networks allow."
+			echo "  listen: \":443\""
+			echo "  # TURN over UDP on 443 too."
+			echo "  udp_listen: \":443\""
+		fi
 		echo "credentials:"
 		echo "  # TURN REST shared secret (coturn's static-auth-secret). To rotate: put the new"
 		echo "  # one first, restart, and remove the old one once its credentials expired."
@@ -91,6 +138,11 @@ if [ -z "$root" ]; then
 	if [ "$start" = 1 ]; then
 		systemctl enable --now icebox
 		echo "icebox is running: systemctl status icebox; journalctl -u icebox"
+		if [ -n "$acme_email" ]; then
+			echo "it is getting a certificate for $public_host (journalctl -u icebox shows \"certificate in service\", or why not);"
+			echo "then open https://$public_host/ and check it from another machine: icebox check https://$public_host"
+			echo "firewall: open TCP 80 and 443, UDP 443, UDP and TCP 3478, and UDP 49152-65535 (the relay ports)"
+		fi
 	else
 		systemctl enable icebox
 	fi

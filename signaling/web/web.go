@@ -1,5 +1,6 @@
 // Package web is icebox's browser side, embedded in the binary: the SDK at /sdk/icebox.js (an
-// ES module, no build step) and the demo call page at /.
+// ES module, no build step; static/sdk/ is also its npm package folder) with its types at
+// /sdk/icebox.d.ts, and the demo call page at /.
 package web
 
 import (
@@ -20,7 +21,8 @@ type asset struct {
 	body        []byte
 	contentType string
 	etag        string
-	cors        bool // loadable from any origin (the SDK module)
+	cors        bool   // loadable from any origin (the SDK module)
+	types       string // X-TypeScript-Types: where the module's declarations are
 }
 
 func load(name, contentType string, cors bool) asset {
@@ -37,7 +39,8 @@ func load(name, contentType string, cors bool) asset {
 const demoCSP = "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self' ws: wss:; " +
 	"media-src 'self' blob: mediastream:; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'"
 
-// Register adds GET / (the demo page), /demo/... (its script and style) and /sdk/icebox.js.
+// Register adds GET / (the demo page), /demo/... (its script, style and icon), /sdk/icebox.js
+// and its TypeScript declarations, /sdk/icebox.d.ts.
 func Register(mux *http.ServeMux) {
 	serve := func(a asset) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
@@ -46,6 +49,9 @@ func Register(mux *http.ServeMux) {
 			h.Set("ETag", a.etag)
 			h.Set("Cache-Control", "no-cache") // revalidate: the binary may have been upgraded
 			h.Set("X-Content-Type-Options", "nosniff")
+			if a.types != "" {
+				h.Set("X-TypeScript-Types", a.types)
+			}
 			if a.cors {
 				h.Set("Access-Control-Allow-Origin", "*")
 			} else {
@@ -58,5 +64,9 @@ func Register(mux *http.ServeMux) {
 	mux.Handle("GET /{$}", serve(load("index.html", "text/html; charset=utf-8", false)))
 	mux.Handle("GET /demo/demo.js", serve(load("demo.js", "text/javascript; charset=utf-8", false)))
 	mux.Handle("GET /demo/demo.css", serve(load("demo.css", "text/css; charset=utf-8", false)))
-	mux.Handle("GET /sdk/icebox.js", serve(load("icebox.js", "text/javascript; charset=utf-8", true)))
+	mux.Handle("GET /demo/icon.svg", serve(load("icon.svg", "image/svg+xml", false)))
+	sdk := load("sdk/icebox.js", "text/javascript; charset=utf-8", true)
+	sdk.types = "/sdk/icebox.d.ts"
+	mux.Handle("GET /sdk/icebox.js", serve(sdk))
+	mux.Handle("GET /sdk/icebox.d.ts", serve(load("sdk/icebox.d.ts", "application/typescript; charset=utf-8", true)))
 }

@@ -22,7 +22,9 @@ func TestAssets(t *testing.T) {
 		{"/", "text/html; charset=utf-8", `src="/demo/demo.js"`, false},
 		{"/demo/demo.js", "text/javascript; charset=utf-8", "from '/sdk/icebox.js'", false},
 		{"/demo/demo.css", "text/css; charset=utf-8", ".grid", false},
+		{"/demo/icon.svg", "image/svg+xml", "<svg", false},
 		{"/sdk/icebox.js", "text/javascript; charset=utf-8", "export async function join", true},
+		{"/sdk/icebox.d.ts", "application/typescript; charset=utf-8", "export function join(url: string, options: JoinOptions): Promise<Call>;", true},
 	} {
 		resp, err := http.Get(srv.URL + tc.path)
 		if err != nil {
@@ -35,6 +37,9 @@ func TestAssets(t *testing.T) {
 		}
 		if got := resp.Header.Get("Access-Control-Allow-Origin") == "*"; got != tc.cors {
 			t.Errorf("%s: cross-origin: got %v, want %v", tc.path, got, tc.cors)
+		}
+		if tc.path == "/sdk/icebox.js" && resp.Header.Get("X-TypeScript-Types") != "/sdk/icebox.d.ts" {
+			t.Errorf("%s: X-TypeScript-Types %q, want /sdk/icebox.d.ts", tc.path, resp.Header.Get("X-TypeScript-Types"))
 		}
 		if !tc.cors && resp.Header.Get("Content-Security-Policy") == "" {
 			t.Errorf("%s: no Content-Security-Policy", tc.path)

@@ -22,7 +22,7 @@ import (
 
 // Client is a TURN client over UDP, TCP or TLS. Requests are retransmitted over UDP until
 // answered; a reader goroutine routes responses to their requests and data to Recv (or to
-// Options.OnChannelData).
+// Options.OnData).
 type Client struct {
 	network string
 	conn    net.Conn
@@ -59,9 +59,10 @@ func (e *ErrorResponse) Error() string {
 type Options struct {
 	// TLS configures the "tls" network.
 	TLS *tls.Config
-	// OnChannelData, when set, gets every ChannelData as it is read, on the reader goroutine
-	// (payload is valid during the call only), instead of Recv: the load generator's path.
-	OnChannelData func(channel uint16, payload []byte)
+	// OnData, when set, gets the payload of every ChannelData (with its channel) and Data
+	// indication (channel 0) as it is read, on the reader goroutine (payload is valid during
+	// the call only), instead of Recv: the load generator's path, with no allocation.
+	OnData func(channel uint16, payload []byte)
 }
 
 // Dial connects to a TURN server: network is "udp", "tcp" or "tls".
@@ -82,6 +83,12 @@ func Dial(network, addr string, o Options) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial %s %s: %w", network, addr, err)
 	}
+	return NewClient(network, conn, o), nil
+}
+
+// NewClient is a client on a connection dialed elsewhere (network "udp", "tcp" or "tls": how
+// to frame what it reads).
+func NewClient(network string, conn net.Conn, o Options) *Client {
 	if u, ok := conn.(*net.UDPConn); ok {
 		// Room for a burst while a loaded machine leaves the reader unscheduled: a loss seen
 		// must be the server's, not this socket's (capped by net.core.rmem_max).
@@ -89,13 +96,13 @@ func Dial(network, addr string, o Options) (*Client, error) {
 		_ = u.SetWriteBuffer(1 << 20)
 	}
 	c := &Client{
-		network: network, conn: conn, onData: o.OnChannelData,
+		network: network, conn: conn, onData: o.OnData,
 		waiting: map[[stun.TransactionIDSize]byte]chan *stun.Message{},
 		data:    make(chan Data, 1024),
 		done:    make(chan struct{}),
 	}
 	go c.readLoop()
-	return c, nil
+	return c
 }
 
 // Close closes the connection (an allocation over UDP stays until it expires).
@@ -160,6 +167,12 @@ func (c *Client) dispatch(b []byte) {
 		c.deliver(Data{Channel: binary.BigEndian.Uint16(b[0:2]), Payload: append([]byte(nil), b[4:4+n]...)})
 		return
 	}
+	if c.onData != nil {
+		if data, ok := dataIndication(b); ok {
+			c.onData(0, data)
+			return
+		}
+	}
 	m := &stun.Message{Raw: append([]byte(nil), b...)}
 	if m.Decode() != nil {
 		return
@@ -181,6 +194,24 @@ func (c *Client) dispatch(b []byte) {
 	if ch != nil {
 		ch <- m
 	}
+}
+
+// dataIndication is the DATA of a Data indication, read in place.
+func dataIndication(b []byte) ([]byte, bool) {
+	if len(b) < 20 || binary.BigEndian.Uint16(b[0:2]) != 0x0017 {
+		return nil, false
+	}
+	for p := 20; p+4 <= len(b); {
+		t, l := binary.BigEndian.Uint16(b[p:p+2]), int(binary.BigEndian.Uint16(b[p+2:p+4]))
+		if p+4+l > len(b) {
+			return nil, false
+		}
+		if t == uint16(stun.AttrData) {
+			return b[p+4 : p+4+l], true
+		}
+		p += 4 + (l+3)&^3
+	}
+	return nil, false
 }
 
 func (c *Client) deliver(d Data) {

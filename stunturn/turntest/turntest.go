@@ -218,7 +218,13 @@ func certificatePEM(t testing.TB) (certPEM, keyPEM []byte) {
 // and returns its address and a channel that yields what it receives.
 func Echo(t testing.TB) (*net.UDPAddr, <-chan []byte) {
 	t.Helper()
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	return EchoOn(t, netip.MustParseAddr("127.0.0.1"))
+}
+
+// EchoOn is Echo on another loopback address, such as 127.0.0.2.
+func EchoOn(t testing.TB, ip netip.Addr) (*net.UDPAddr, <-chan []byte) {
+	t.Helper()
+	conn, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, 0)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,6 +279,15 @@ func (w *LogWriter) Write(p []byte) (int, error) {
 		w.t.Log(strings.TrimSpace(string(p)))
 	}
 	return len(p), nil
+}
+
+// NewClient is a turnclient on a connection the test dialed itself ("udp", "tcp" or "tls"),
+// closed at the end of the test.
+func NewClient(t testing.TB, network string, conn net.Conn) *turnclient.Client {
+	t.Helper()
+	c := turnclient.NewClient(network, conn, turnclient.Options{})
+	t.Cleanup(c.Close)
+	return c
 }
 
 // Dial connects a turnclient to a TURN server (network "udp", "tcp" or "tls", tlsConfig for

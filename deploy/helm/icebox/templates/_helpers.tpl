@@ -49,7 +49,20 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- $_ := set $cfg.http "tls_cert" "/etc/icebox/tls/tls.crt" -}}
 {{- $_ := set $cfg.http "tls_key" "/etc/icebox/tls/tls.key" -}}
 {{- end -}}
+{{- if (($cfg.acme).enabled) -}}
+{{- $_ := set $cfg.acme "storage" "/var/lib/icebox/acme" -}}
+{{- end -}}
 {{- toYaml $cfg -}}
+{{- end -}}
+
+{{/* icebox.lowPorts is "true" when icebox listens on a port below 1024 (the edge on 443, say). */}}
+{{- define "icebox.lowPorts" -}}
+{{- $cfg := .Values.config -}}
+{{- $low := false -}}
+{{- range $addr := list $cfg.http.listen $cfg.turn.udp_listen $cfg.turn.tcp_listen $cfg.turn.tls_listen (($cfg.edge).listen) (($cfg.edge).udp_listen) (($cfg.acme).http_listen) -}}
+{{- if and $addr (lt (include "icebox.port" $addr | int) 1024) -}}{{- $low = true -}}{{- end -}}
+{{- end -}}
+{{- $low -}}
 {{- end -}}
 
 {{/* icebox.validate fails the render on values that cannot work. */}}
@@ -66,7 +79,17 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- fail (printf "loadBalancer.relayPortMin..relayPortMax: %d ports; a LoadBalancer Service lists each one, keep it between 1 and 1000" (int $n)) -}}
 {{- end -}}
 {{- end -}}
-{{- if and .Values.config.turn.tls_listen (not .Values.tls.existingSecret) (not .Values.config.http.tls_cert) -}}
-{{- fail "config.turn.tls_listen needs a certificate: set tls.existingSecret" -}}
+{{- $acme := ((.Values.config.acme).enabled) -}}
+{{- if and .Values.config.turn.tls_listen (not .Values.tls.existingSecret) (not .Values.config.http.tls_cert) (not $acme) -}}
+{{- fail "config.turn.tls_listen needs a certificate: set tls.existingSecret (or config.acme.enabled)" -}}
+{{- end -}}
+{{- if and ((.Values.config.edge).listen) (not .Values.tls.existingSecret) (not .Values.config.http.tls_cert) (not $acme) -}}
+{{- fail "config.edge.listen needs a certificate: set tls.existingSecret, or config.acme.enabled (hostNetwork mode)" -}}
+{{- end -}}
+{{- if and $acme (eq .Values.mode "loadBalancer") -}}
+{{- fail "config.acme.enabled with mode loadBalancer: the CA's validation would reach a pod only once it is ready, which it is not before it has a certificate; use tls.existingSecret (cert-manager) there, or mode hostNetwork" -}}
+{{- end -}}
+{{- if and $acme (or (not .Values.config.public_host) (regexMatch "^[0-9.]+$|:" (toString .Values.config.public_host))) -}}
+{{- fail "config.acme.enabled needs config.public_host: the DNS name of the nodes, which the certificate is for" -}}
 {{- end -}}
 {{- end -}}
