@@ -159,10 +159,13 @@ func (b *loopbackBroker) add(node, room string, m protocol.Member, max int, quie
 	l := b.l
 	defer l.mu.Unlock()
 	ms := l.rooms[room]
-	if _, in := ms[m.Peer]; !quiet && !in && len(ms) >= max {
+	if cur, in := ms[m.Peer]; in { // a join tried again: nothing changes, nobody is told twice
+		return slices.DeleteFunc(l.sorted(room), func(x memberRec) bool { return x.seq >= cur.seq }), nil
+	}
+	if !quiet && len(ms) >= max {
 		return nil, ErrRoomFull
 	}
-	before := slices.DeleteFunc(l.sorted(room), func(x memberRec) bool { return x.Peer == m.Peer })
+	before := l.sorted(room)
 	if ms == nil {
 		ms = map[string]memberRec{}
 		l.rooms[room] = ms

@@ -245,12 +245,19 @@ func (b *NodeBus) Join(ctx context.Context, room string, m protocol.Member, max 
 	// meanwhile waits at the gate.
 	b.deliv.gate(m.Peer)
 	before, err := b.br.join(ctx, b.node, room, m, max)
+	if err != nil && !errors.Is(err, ErrRoomFull) {
+		// The call failed on the way: the join may have happened all the same, and told the
+		// other nodes. What the broker holds decides.
+		var joined bool
+		if before, joined = b.joinOutcome(room, m.Peer); !joined {
+			err = b.failed("join", err)
+		} else {
+			err = nil
+		}
+	}
 	if err != nil {
 		b.deliv.ungate(m.Peer)
-		if errors.Is(err, ErrRoomFull) {
-			return nil, err
-		}
-		return nil, b.failed("join", err)
+		return nil, err
 	}
 	ms := membersOf(before)
 	b.view.joined(room, m, ms)
@@ -260,18 +267,63 @@ func (b *NodeBus) Join(ctx context.Context, room string, m protocol.Member, max 
 	return ms, nil
 }
 
+// joinOutcome finds out whether a join whose call failed happened: if the broker holds peer,
+// it did, and the members before it are those that joined earlier. When the broker cannot say,
+// the join counts as failed, and the membership is taken back once the broker is back.
+func (b *NodeBus) joinOutcome(room, peer string) (before []memberRec, joined bool) {
+	ctx, cancel := context.WithTimeout(b.ctx, outcomeTimeout)
+	defer cancel()
+	ms, err := b.br.members(ctx, room)
+	if err != nil {
+		b.view.joinFailed(room, peer)
+		return nil, false
+	}
+	for i, m := range ms {
+		if m.Peer == peer {
+			return ms[:i], true // in join order
+		}
+	}
+	return nil, false
+}
+
+// leaveOutcome finds out whether a leave whose call failed happened: if the broker no longer
+// holds peer, it did (the other nodes were told), and rest are the members left.
+func (b *NodeBus) leaveOutcome(room, peer string) (rest []memberRec, left, known bool) {
+	ctx, cancel := context.WithTimeout(b.ctx, outcomeTimeout)
+	defer cancel()
+	ms, err := b.br.members(ctx, room)
+	if err != nil {
+		return nil, false, false
+	}
+	for _, m := range ms {
+		if m.Peer == peer {
+			return nil, false, true
+		}
+	}
+	return ms, true, true
+}
+
+// outcomeTimeout bounds the look at the broker after a call that failed on the way.
+const outcomeTimeout = 3 * time.Second
+
 // Leave implements Bus.
 func (b *NodeBus) Leave(ctx context.Context, room, peer, reason string) error {
 	err := b.down("leave")
 	var rest []memberRec
-	left := false
+	left, unknown := false, false
 	if err == nil {
 		if rest, left, err = b.br.leave(ctx, b.node, room, peer, reason, ""); err != nil {
-			err = b.failed("leave", err)
+			// The call failed on the way: the leave may have happened all the same.
+			var known bool
+			if rest, left, known = b.leaveOutcome(room, peer); known && left {
+				err = nil
+			} else {
+				err, unknown = b.failed("leave", err), !known
+			}
 		}
 	}
 	// A leave that failed is finished, and told, once the broker is back.
-	b.view.left(room, peer, err != nil)
+	b.view.left(room, peer, err != nil, unknown)
 	if left {
 		b.tellLocal(rest, peerLeftFrame(room, peer, reason))
 	}

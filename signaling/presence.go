@@ -192,26 +192,41 @@ func (p *presence) resync(ctx context.Context) error {
 	return b.recs.resync(ctx, b.br)
 }
 
-// tellDeparted removes the memberships that ended during an outage and tells their rooms
-// (peer-left "disconnected"); one the broker lost (a restart) is put back first, so that the
-// leave reaches every member as one step.
+// tellDeparted removes the memberships that ended while the broker could not learn it, and
+// tells their rooms (peer-left "disconnected") what they were not told yet: the members on
+// other nodes through the broker's leave, this node's members here, if they knew of the join.
+// One the broker lost (a restart) while its leave never reached it is put back first, so that
+// the leave reaches every member as one step.
 func (p *presence) tellDeparted(ctx context.Context) {
 	b := p.b
-	for rp, meta := range b.view.takeDeparted() {
-		if meta != nil {
-			if in, err := b.br.contains(ctx, rp.room, rp.peer); err == nil && !in {
-				_ = b.br.restore(ctx, b.node, rp.room, protocol.Member{Peer: rp.peer, Meta: meta})
-			}
+	for rp, d := range b.view.takeDeparted() {
+		in, err := b.br.contains(ctx, rp.room, rp.peer)
+		if err == nil && !in && !d.ran && d.meta != nil {
+			err = b.br.restore(ctx, b.node, rp.room, protocol.Member{Peer: rp.peer, Meta: d.meta})
+			in = err == nil
 		}
-		rest, left, err := b.br.leave(ctx, b.node, rp.room, rp.peer, protocol.ReasonDisconnected, "")
+		var rest []memberRec
+		if err == nil && in {
+			rest, _, err = b.br.leave(ctx, b.node, rp.room, rp.peer, protocol.ReasonDisconnected, "")
+		}
 		if err != nil {
 			b.failed("leave", err)
-			b.view.departAgain(rp, meta) // again next time
+			b.view.departAgain(rp, d) // again next time
 			continue
 		}
-		if left {
-			b.tellLocal(rest, peerLeftFrame(rp.room, rp.peer, protocol.ReasonDisconnected))
+		if !d.told {
+			continue
 		}
+		if !in { // the leave reached the broker before: its members are this node's to tell
+			ms, err := b.br.members(ctx, rp.room)
+			if err != nil {
+				b.failed("members", err)
+				b.view.departAgain(rp, d)
+				continue
+			}
+			rest = ms
+		}
+		b.tellLocal(rest, peerLeftFrame(rp.room, rp.peer, protocol.ReasonDisconnected))
 	}
 }
 

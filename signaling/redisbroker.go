@@ -49,14 +49,30 @@ const nodesKey = "icebox:nodes"
 var (
 	// joinScript: KEYS room, room seq, peer, self's memberships; ARGV room, peer, max, self,
 	// meta, channel prefix and suffix, quiet ("1": a resync putting a member back: no limit,
-	// no event). Returns -1 (full), or the members before, flat.
+	// no event). Returns -1 (full), or the members before, flat. A peer already in changes
+	// nothing (a join tried again after its answer was lost).
 	joinScript = redis.NewScript(`
 local rk, seqk, pk, npk = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local room, peer, max, self, meta, cpre, csuf, quiet = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8] == '1'
-if not quiet and redis.call('HEXISTS', rk, peer) == 0 and redis.call('HLEN', rk) >= max then
+local all = redis.call('HGETALL', rk)
+local cur = redis.call('HGET', rk, peer)
+if cur then
+  -- Already in (a join whose answer was lost, tried again): nothing changes, nobody is told
+  -- twice; the members before it are those that joined earlier.
+  local mine = tonumber(string.match(cur, '^([^|]*)|'))
+  local out = {}
+  for i = 1, #all, 2 do
+    local s = tonumber(string.match(all[i + 1], '^([^|]*)|'))
+    if all[i] ~= peer and s and mine and s < mine then
+      table.insert(out, all[i])
+      table.insert(out, all[i + 1])
+    end
+  end
+  return out
+end
+if not quiet and #all / 2 >= max then
   return -1
 end
-local all = redis.call('HGETALL', rk)
 local out, byNode, order = {}, {}, {}
 for i = 1, #all, 2 do
   local p, v = all[i], all[i + 1]
@@ -175,11 +191,14 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))`)
 )
 
-// redisBroker is the broker of nodes sharing one Redis (signaling.redis_url).
+// redisBroker is the broker of nodes sharing one Redis (signaling.redis_url). Heartbeats have
+// a connection of their own (beats): a node busy with thousands of joins still beats, and is
+// not taken for lost or dead.
 type redisBroker struct {
-	rdb  *redis.Client
-	ps   *redis.PubSub
-	node string
+	rdb   *redis.Client
+	beats *redis.Client
+	ps    *redis.PubSub
+	node  string
 }
 
 // redisOpts are the client settings: fail fast, so that an outage shows at once.
@@ -206,23 +225,28 @@ func newRedisBroker(ctx context.Context, url, node string, log *slog.Logger) (*r
 	// go-redis logs its reconnections on stderr, in its own format: into icebox's log, at
 	// debug level (the bus itself reports an outage).
 	setRedisLogger.Do(func() { redis.SetLogger(redisLogger{log}) }) // a global of go-redis
-	b := &redisBroker{rdb: redis.NewClient(opt), node: node}
+	beats := *opt
+	beats.PoolSize, beats.MinIdleConns = 1, 1
+	b := &redisBroker{rdb: redis.NewClient(opt), beats: redis.NewClient(&beats), node: node}
 	if err := b.rdb.Ping(ctx).Err(); err != nil {
 		_ = b.rdb.Close()
+		_ = b.beats.Close()
 		return nil, fmt.Errorf("redis at %s: %w", redacted, err)
 	}
 	b.ps = b.rdb.Subscribe(ctx, nodeChannel.of(node))
 	if _, err := b.ps.Receive(ctx); err != nil {
-		_ = b.ps.Close()
-		_ = b.rdb.Close()
+		_ = b.close()
 		return nil, fmt.Errorf("redis at %s: subscribing: %w", redacted, err)
 	}
 	return b, nil
 }
 
 func (b *redisBroker) close() error {
-	err := b.ps.Close()
-	return errors.Join(err, b.rdb.Close())
+	var err error
+	if b.ps != nil {
+		err = b.ps.Close()
+	}
+	return errors.Join(err, b.rdb.Close(), b.beats.Close())
 }
 
 func (b *redisBroker) join(ctx context.Context, node, room string, m protocol.Member, max int) ([]memberRec, error) {
@@ -363,11 +387,11 @@ func (b *redisBroker) expireSession(ctx context.Context, token string, ttl time.
 }
 
 func (b *redisBroker) heartbeat(ctx context.Context, node string) error {
-	return heartbeatScript.Run(ctx, b.rdb, []string{nodesKey}, node, 0).Err()
+	return heartbeatScript.Run(ctx, b.beats, []string{nodesKey}, node, 0).Err()
 }
 
 func (b *redisBroker) markDead(ctx context.Context, node string, presence time.Duration) error {
-	return heartbeatScript.Run(ctx, b.rdb, []string{nodesKey}, node, presence.Milliseconds()).Err()
+	return heartbeatScript.Run(ctx, b.beats, []string{nodesKey}, node, presence.Milliseconds()).Err()
 }
 
 func (b *redisBroker) sinceBeat(ctx context.Context, node string) (time.Duration, bool, error) {

@@ -17,14 +17,23 @@ type view struct {
 	mu    sync.Mutex
 	local map[string]map[string]json.RawMessage // room -> this node's peers -> meta
 	seen  map[string][]protocol.Member          // rooms with peers here -> members
-	// departed are memberships of this node that ended while the broker was unreachable:
-	// a resync removes them and tells their rooms.
-	departed map[roomPeer]json.RawMessage
+	// departed are memberships of this node that the broker may still hold though this node
+	// no longer does (a leave that failed, a join whose outcome is unknown): once the broker
+	// is back, they are removed and their rooms told.
+	departed map[roomPeer]departure
+}
+
+// departure is a membership to remove once the broker is back.
+type departure struct {
+	meta json.RawMessage // nil: not known
+	// told says this node's members were told of the join (so they get the peer-left here);
+	// ran says the failed step may have reached the broker (and told the other nodes).
+	told, ran bool
 }
 
 func newView() *view {
 	return &view{local: map[string]map[string]json.RawMessage{}, seen: map[string][]protocol.Member{},
-		departed: map[roomPeer]json.RawMessage{}}
+		departed: map[roomPeer]departure{}}
 }
 
 // joined records m's join of room here, with the members before.
@@ -39,15 +48,26 @@ func (v *view) joined(room string, m protocol.Member, before []protocol.Member) 
 	delete(v.departed, roomPeer{room, m.Peer})
 }
 
-// left records that peer of this node left room; failed says the broker did not learn it.
-func (v *view) left(room, peer string, failed bool) {
+// left records that peer of this node left room; failed says the broker may not have learnt
+// it, and ran that it may have (the call failed on the way, not before it).
+func (v *view) left(room, peer string, failed, ran bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	meta, here := v.local[room][peer]
 	v.dropLocal(room, peer)
 	v.remove(room, peer)
 	if failed && here {
-		v.departed[roomPeer{room, peer}] = meta
+		v.departed[roomPeer{room, peer}] = departure{meta: meta, told: true, ran: ran}
+	}
+}
+
+// joinFailed records a join of peer whose outcome is unknown: the broker may hold it and
+// have told the other nodes, while this node told its own members nothing.
+func (v *view) joinFailed(room, peer string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if _, known := v.departed[roomPeer{room, peer}]; !known {
+		v.departed[roomPeer{room, peer}] = departure{ran: true}
 	}
 }
 
@@ -156,31 +176,31 @@ func (v *view) mine() map[roomPeer]json.RawMessage {
 	return out
 }
 
-// depart records a membership of this node the broker still holds but this node no longer
-// has (it ended during an outage without a trace).
+// depart records a membership of this node the broker holds but this node does not know of
+// (a join whose outcome was lost): its members here were never told of it.
 func (v *view) depart(rp roomPeer) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if _, ok := v.local[rp.room][rp.peer]; !ok {
 		if _, known := v.departed[rp]; !known {
-			v.departed[rp] = nil
+			v.departed[rp] = departure{ran: true}
 		}
 	}
 }
 
 // departAgain puts back a departure whose telling failed.
-func (v *view) departAgain(rp roomPeer, meta json.RawMessage) {
+func (v *view) departAgain(rp roomPeer, d departure) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.departed[rp] = meta
+	v.departed[rp] = d
 }
 
 // takeDeparted returns the departed memberships and forgets them.
-func (v *view) takeDeparted() map[roomPeer]json.RawMessage {
+func (v *view) takeDeparted() map[roomPeer]departure {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	d := v.departed
-	v.departed = map[roomPeer]json.RawMessage{}
+	v.departed = map[roomPeer]departure{}
 	return d
 }
 
