@@ -37,11 +37,15 @@ deps: ## Install what the tests need, if missing (apt-get needs root; Go tools a
 		{ echo "installing $$t $(PEBBLE_VERSION) (the ACME test CA)"; $(GO) install github.com/letsencrypt/pebble/v2/cmd/$$t@$(PEBBLE_VERSION) || exit 1; }; \
 	done
 
-test: deps ## Every test, as CI runs it: gofmt check, go vet, go test -race
+test: deps ## Every test, as CI runs it: gofmt check, go vet, go test -race (the unit packages and e2e/ side by side)
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then \
 		echo "gofmt needed on:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
-	$(GO) test -race -timeout 14m ./...
+	cd e2e && $(GO) vet ./...
+	@echo "$(GO) test -race -timeout 14m ./...   # and, at the same time, in e2e/"; \
+	$(GO) test -race -timeout 14m ./... & unit=$$!; \
+	(cd e2e && $(GO) test -race -timeout 14m ./...) & e2e=$$!; \
+	wait $$unit; u=$$?; wait $$e2e; e=$$?; [ $$u -eq 0 ] && [ $$e -eq 0 ]
 
 COTURN ?= turnserver
 
@@ -66,7 +70,8 @@ lint: ## golangci-lint (installed at a pinned version if missing)
 	@[ -x "$(GOBIN)/golangci-lint" ] && "$(GOBIN)/golangci-lint" version 2>/dev/null | grep -q "$(GOLANGCI_LINT_VERSION:v%=%)" || \
 		$(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 	"$(GOBIN)/golangci-lint" run ./...
+	cd e2e && "$(GOBIN)/golangci-lint" run ./...
 
 screenshot: ## Regenerate the pictures of the demo in docs/ (desktop, phone, six people; from the layout test)
 	@mkdir -p docs
-	ICEBOX_DOCS=$(CURDIR)/docs $(GO) test -count=1 -run '^TestDemoLayout$$' ./cmd/icebox
+	cd e2e && ICEBOX_DOCS=$(CURDIR)/docs $(GO) test -count=1 -run '^TestDemoLayout$$' ./...

@@ -18,6 +18,7 @@ import (
 
 	"github.com/icebox-rtc/icebox/acme"
 	"github.com/icebox-rtc/icebox/acme/pebbletest"
+	"github.com/icebox-rtc/icebox/edge/edgetest"
 	"github.com/icebox-rtc/icebox/stunturn/turntest"
 )
 
@@ -64,9 +65,9 @@ func waitReady(t *testing.T, a *app) {
 }
 
 // servedSerial is the serial number of the certificate a new TLS connection to the edge gets.
-func (e edgeTarget) servedSerial(t *testing.T) string {
+func servedSerial(t *testing.T, e edgetest.Target) string {
 	t.Helper()
-	c, err := tls.Dial("tcp", e.addr, e.tlsConfig())
+	c, err := tls.Dial("tcp", e.Addr, e.TLSConfig())
 	if err != nil {
 		t.Fatalf("TLS to the edge: %v", err)
 	}
@@ -85,11 +86,11 @@ func TestEdgeACME(t *testing.T) {
 	cfg := acmeConfig(t, pebbletest.Name("edge"), port, ca)
 	a, _, _ := startApp(t, cfg)
 	waitReady(t, a)
-	e := edgeTarget{addr: a.edge.Addr().String(), udp: a.edgeUDP.String(), host: cfg.PublicHost, roots: ca.Roots}
+	e := edgetest.Target{Addr: a.edge.Addr().String(), UDP: a.edgeUDP.String(), Host: cfg.PublicHost, Roots: ca.Roots}
 	if got := turntest.Metric(t, a.registry, "icebox_acme_challenges_total", "type", "tls-alpn-01"); got < 1 {
 		t.Errorf("tls-alpn-01 challenges answered: %v, want at least 1", got)
 	}
-	e.exercise(t)
+	exercise(t, e)
 
 	t.Run("coturn uclient over tls", func(t *testing.T) {
 		uclient := turntest.RequireTools(t, "turnutils_uclient")[0]
@@ -102,11 +103,11 @@ func TestEdgeACME(t *testing.T) {
 	})
 
 	t.Run("renewal keeps connections", func(t *testing.T) {
-		_, cred := turnURIs(t, e.iceConfig(t))
-		relay := e.pionOverTLS(t, cred)
+		_, cred := edgetest.TURNURIs(t, e.ICEConfig(t))
+		relay := pionOverTLS(t, e, cred)
 		relay.roundtrip(t, "before the renewal")
-		ws := e.join(t, "renewal")
-		before := e.servedSerial(t)
+		ws := e.Join(t, "renewal")
+		before := servedSerial(t, e)
 
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
@@ -117,11 +118,11 @@ func TestEdgeACME(t *testing.T) {
 		if err := ws.Ping(ctx); err != nil {
 			t.Errorf("the WSS connection after the renewal: %v", err)
 		}
-		if after := e.servedSerial(t); after == before {
+		if after := servedSerial(t, e); after == before {
 			t.Errorf("new connections still get certificate %s", before)
 		}
-		_, cred = turnURIs(t, e.iceConfig(t))
-		e.allocate(t, "tls", cred)
+		_, cred = edgetest.TURNURIs(t, e.ICEConfig(t))
+		e.Allocate(t, "tls", cred)
 		if status, code, msg := readyz(t, a); status != http.StatusOK {
 			t.Errorf("readyz after the renewal: %d %s %s", status, code, msg)
 		}
@@ -141,8 +142,8 @@ func TestEdgeACMEHTTP01(t *testing.T) {
 	if got := turntest.Metric(t, a.registry, "icebox_acme_challenges_total", "type", "http-01"); got < 1 {
 		t.Errorf("http-01 challenges answered: %v, want at least 1", got)
 	}
-	e := edgeTarget{addr: a.edge.Addr().String(), host: cfg.PublicHost, roots: ca.Roots}
-	if resp, body := e.get(t, "/healthz"); resp.StatusCode != http.StatusOK {
+	e := edgetest.Target{Addr: a.edge.Addr().String(), Host: cfg.PublicHost, Roots: ca.Roots}
+	if resp, body := e.Get(t, "/healthz"); resp.StatusCode != http.StatusOK {
 		t.Errorf("https with the certificate: %d %s", resp.StatusCode, body)
 	}
 	c := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -151,8 +152,8 @@ func TestEdgeACMEHTTP01(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusPermanentRedirect || loc != e.base()+"/?room=a" {
-		t.Errorf("port 80: got %d to %q, want 308 to %s/?room=a", resp.StatusCode, loc, e.base())
+	if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusPermanentRedirect || loc != e.Base()+"/?room=a" {
+		t.Errorf("port 80: got %d to %q, want 308 to %s/?room=a", resp.StatusCode, loc, e.Base())
 	}
 }
 
@@ -197,16 +198,6 @@ func TestEdgeACMEUnreachable(t *testing.T) {
 	if err := tls.Client(conn, &tls.Config{ServerName: cfg.PublicHost, MinVersion: tls.VersionTLS12}).Handshake(); err == nil ||
 		strings.Contains(err.Error(), "timeout") {
 		t.Errorf("TLS on the edge without a certificate: %v, want a handshake failure at once", err)
-	}
-}
-
-// TestBinaryACMEPublicHostIP: ACME for an IP address is refused at start with exit 2, naming
-// public_host.
-func TestBinaryACMEPublicHostIP(t *testing.T) {
-	code, _, stderr := runBinary(t, cleanEnv("ICEBOX_ACME_ENABLED=true", "ICEBOX_ACME_EMAIL=ops@example.com",
-		"ICEBOX_EDGE_LISTEN=127.0.0.1:0", "ICEBOX_PUBLIC_HOST=203.0.113.7", "ICEBOX_HTTP_LISTEN=127.0.0.1:0"), "serve")
-	if code != exitUsage || !strings.Contains(stderr, `public_host: "203.0.113.7" is an IP address`) {
-		t.Errorf("exit %d, stderr %q; want 2 naming public_host", code, stderr)
 	}
 }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -17,113 +16,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/pion/turn/v4"
 
 	"github.com/icebox-rtc/icebox/credentials"
-	"github.com/icebox-rtc/icebox/signaling/sigclient"
+	"github.com/icebox-rtc/icebox/edge/edgetest"
 	"github.com/icebox-rtc/icebox/stunturn"
 	"github.com/icebox-rtc/icebox/stunturn/turntest"
 )
-
-// edgeTarget is an icebox edge port under test, reached on loopback whatever its name.
-type edgeTarget struct {
-	addr  string         // the edge port, 127.0.0.1:PORT
-	udp   string         // edge.udp_listen's address; "" when off
-	host  string         // public_host: the name in SNI, in the certificate and in the URIs
-	roots *x509.CertPool // trusts the certificate the edge serves
-}
-
-func (e edgeTarget) port() string {
-	_, p, _ := net.SplitHostPort(e.addr)
-	return p
-}
-
-// base is the edge's URL, as a browser writes it.
-func (e edgeTarget) base() string { return "https://" + net.JoinHostPort(e.host, e.port()) }
-
-func (e edgeTarget) tlsConfig() *tls.Config {
-	return &tls.Config{ServerName: e.host, RootCAs: e.roots, MinVersion: tls.VersionTLS12}
-}
-
-// dial reaches the edge whatever address a client asks for: the name resolves nowhere else.
-func (e edgeTarget) dial(ctx context.Context, network, _ string) (net.Conn, error) {
-	var d net.Dialer
-	return d.DialContext(ctx, network, e.addr)
-}
-
-// get fetches path over HTTPS from the edge, verifying its certificate.
-func (e edgeTarget) get(t *testing.T, path string) (*http.Response, []byte) {
-	t.Helper()
-	tr := &http.Transport{TLSClientConfig: e.tlsConfig(), DialContext: e.dial, ForceAttemptHTTP2: true}
-	defer tr.CloseIdleConnections()
-	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	resp, err := c.Get(e.base() + path)
-	if err != nil {
-		t.Fatalf("GET %s%s: %v", e.base(), path, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp, body
-}
-
-// iceConfig fetches /ice-config over the edge.
-func (e edgeTarget) iceConfig(t *testing.T) credentials.ICEConfig {
-	t.Helper()
-	resp, body := e.get(t, "/ice-config")
-	var c credentials.ICEConfig
-	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &c) != nil {
-		t.Fatalf("/ice-config over the edge: %d %s", resp.StatusCode, body)
-	}
-	return c
-}
-
-// join connects to signaling over WSS on the edge and joins room.
-func (e edgeTarget) join(t *testing.T, room string) *sigclient.Client {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	d := &websocket.Dialer{NetDialContext: e.dial, TLSClientConfig: e.tlsConfig(), HandshakeTimeout: 10 * time.Second}
-	ws := strings.Replace(e.base(), "https", "wss", 1) + "/ws"
-	c, err := sigclient.Dial(ctx, ws, sigclient.Options{Dialer: d})
-	if err != nil {
-		t.Fatalf("wss %s: %v", ws, err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	if _, err := c.Join(ctx, room, map[string]any{}); err != nil {
-		t.Fatalf("join over wss: %v", err)
-	}
-	return c
-}
-
-// turnConn connects a TURN client to the edge over network: "tls" (verified), "tcp" or "udp"
-// (edge.udp_listen).
-func (e edgeTarget) turnConn(t *testing.T, network string) net.Conn {
-	t.Helper()
-	var conn net.Conn
-	var err error
-	switch network {
-	case "tls":
-		conn, err = tls.Dial("tcp", e.addr, e.tlsConfig())
-	case "tcp":
-		conn, err = net.Dial("tcp", e.addr)
-	case "udp":
-		conn, err = net.Dial("udp4", e.udp)
-	}
-	if err != nil {
-		t.Fatalf("TURN over %s to the edge: %v", network, err)
-	}
-	return conn
-}
-
-// allocate makes an allocation with icebox's test client over network on the edge.
-func (e edgeTarget) allocate(t *testing.T, network string, cred credentials.ICEServer) {
-	t.Helper()
-	c := turntest.NewClient(t, network, e.turnConn(t, network))
-	if _, err := c.Allocate(cred.Username, cred.Credential); err != nil {
-		t.Fatalf("allocate over %s on the edge: %v", network, err)
-	}
-}
 
 // pionRelay is pion's TURN client over TLS on the edge with an allocation, relaying to an
 // echo peer.
@@ -133,11 +32,11 @@ type pionRelay struct {
 	echo   *net.UDPAddr
 }
 
-func (e edgeTarget) pionOverTLS(t *testing.T, cred credentials.ICEServer) *pionRelay {
+func pionOverTLS(t *testing.T, e edgetest.Target, cred credentials.ICEServer) *pionRelay {
 	t.Helper()
-	conn := e.turnConn(t, "tls")
+	conn := e.TURNConn(t, "tls")
 	client, err := turn.NewClient(&turn.ClientConfig{
-		STUNServerAddr: e.addr, TURNServerAddr: e.addr, Conn: turn.NewSTUNConn(conn),
+		STUNServerAddr: e.Addr, TURNServerAddr: e.Addr, Conn: turn.NewSTUNConn(conn),
 		Username: cred.Username, Password: cred.Credential,
 		LoggerFactory: stunturn.NewLoggerFactory(slog.New(slog.NewTextHandler(io.Discard, nil)), 1, 1),
 	})
@@ -178,18 +77,6 @@ func (p *pionRelay) roundtrip(t *testing.T, payload string) {
 	t.Fatalf("%q did not come back through the relay", payload)
 }
 
-// turnURIs are the URIs of the iceServers entry with a credential, and that credential.
-func turnURIs(t *testing.T, c credentials.ICEConfig) ([]string, credentials.ICEServer) {
-	t.Helper()
-	for _, s := range c.ICEServers {
-		if s.Username != "" {
-			return s.URLs, s
-		}
-	}
-	t.Fatalf("no TURN entry in %+v", c)
-	return nil, credentials.ICEServer{}
-}
-
 // checkOrder fails unless every UDP URI comes before every TCP one, and those before TLS.
 func checkOrder(t *testing.T, uris []string) {
 	t.Helper()
@@ -210,16 +97,16 @@ func checkOrder(t *testing.T, uris []string) {
 }
 
 // exercise uses every service of the edge port once, as the clients it is for do.
-func (e edgeTarget) exercise(t *testing.T) {
+func exercise(t *testing.T, e edgetest.Target) {
 	t.Helper()
-	cfg := e.iceConfig(t)
-	uris, cred := turnURIs(t, cfg)
+	cfg := e.ICEConfig(t)
+	uris, cred := edgetest.TURNURIs(t, cfg)
 	checkOrder(t, uris)
-	turns := "turns:" + net.JoinHostPort(e.host, e.port()) + "?transport=tcp"
+	turns := "turns:" + net.JoinHostPort(e.Host, e.Port()) + "?transport=tcp"
 	want := []string{turns}
-	if e.udp != "" {
-		_, udpPort, _ := net.SplitHostPort(e.udp)
-		want = append(want, "turn:"+net.JoinHostPort(e.host, udpPort)+"?transport=udp")
+	if e.UDP != "" {
+		_, udpPort, _ := net.SplitHostPort(e.UDP)
+		want = append(want, "turn:"+net.JoinHostPort(e.Host, udpPort)+"?transport=udp")
 	}
 	for _, w := range want {
 		if !strings.Contains(strings.Join(uris, " "), w) {
@@ -228,31 +115,31 @@ func (e edgeTarget) exercise(t *testing.T) {
 	}
 
 	t.Run("https page", func(t *testing.T) {
-		resp, body := e.get(t, "/")
+		resp, body := e.Get(t, "/")
 		if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte("<html")) || resp.ProtoMajor != 2 {
 			t.Errorf("demo page: %s %d, %d bytes", resp.Proto, resp.StatusCode, len(body))
 		}
 	})
 	t.Run("wss signaling", func(t *testing.T) {
-		c := e.join(t, "edge-room")
+		c := e.Join(t, "edge-room")
 		if len(c.Welcome().ICEServers) == 0 {
 			t.Errorf("welcome without iceServers")
 		}
 	})
-	t.Run("turn over tls, pion", func(t *testing.T) { e.pionOverTLS(t, cred).roundtrip(t, "through the edge") })
-	t.Run("turn over tcp", func(t *testing.T) { e.allocate(t, "tcp", cred) })
-	if e.udp != "" {
-		t.Run("turn over udp", func(t *testing.T) { e.allocate(t, "udp", cred) })
+	t.Run("turn over tls, pion", func(t *testing.T) { pionOverTLS(t, e, cred).roundtrip(t, "through the edge") })
+	t.Run("turn over tcp", func(t *testing.T) { e.Allocate(t, "tcp", cred) })
+	if e.UDP != "" {
+		t.Run("turn over udp", func(t *testing.T) { e.Allocate(t, "udp", cred) })
 	}
 	t.Run("tls without sni", func(t *testing.T) {
 		// Firefox's turns: sends no SNI: the edge answers with public_host's certificate.
-		conn, err := tls.Dial("tcp", e.addr, &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: true, //nolint:gosec // verified below, against public_host
+		conn, err := tls.Dial("tcp", e.Addr, &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: true, //nolint:gosec // verified below, against public_host
 			VerifyConnection: func(cs tls.ConnectionState) error {
 				inter := x509.NewCertPool()
 				for _, c := range cs.PeerCertificates[1:] {
 					inter.AddCert(c)
 				}
-				_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{DNSName: e.host, Roots: e.roots, Intermediates: inter})
+				_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{DNSName: e.Host, Roots: e.Roots, Intermediates: inter})
 				return err
 			}})
 		if err != nil {
@@ -264,16 +151,16 @@ func (e edgeTarget) exercise(t *testing.T) {
 		}
 	})
 	t.Run("plain http redirected", func(t *testing.T) {
-		c := &http.Client{Transport: &http.Transport{DialContext: e.dial}, Timeout: 10 * time.Second,
+		c := &http.Client{Transport: &http.Transport{DialContext: e.Dial}, Timeout: 10 * time.Second,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 		defer c.CloseIdleConnections()
-		resp, err := c.Get("http://" + net.JoinHostPort(e.host, e.port()) + "/?room=r1")
+		resp, err := c.Get("http://" + net.JoinHostPort(e.Host, e.Port()) + "/?room=r1")
 		if err != nil {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusPermanentRedirect || loc != e.base()+"/?room=r1" {
-			t.Errorf("got %d to %q, want 308 to %s/?room=r1", resp.StatusCode, loc, e.base())
+		if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusPermanentRedirect || loc != e.Base()+"/?room=r1" {
+			t.Errorf("got %d to %q, want 308 to %s/?room=r1", resp.StatusCode, loc, e.Base())
 		}
 	})
 }
@@ -302,20 +189,20 @@ func TestEdgeCertificateFiles(t *testing.T) {
 	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(pem)
-	e := edgeTarget{addr: a.edge.Addr().String(), udp: a.edgeUDP.String(), host: "127.0.0.1", roots: roots}
-	e.exercise(t)
+	e := edgetest.Target{Addr: a.edge.Addr().String(), UDP: a.edgeUDP.String(), Host: "127.0.0.1", Roots: roots}
+	exercise(t, e)
 
-	code, out := runCheck(t, "--insecure", e.base())
+	code, out := runCheck(t, "--insecure", e.Base())
 	if code != 0 {
 		t.Fatalf("icebox check: exit %d:\n%s", code, out)
 	}
-	_, udpPort, _ := net.SplitHostPort(e.udp)
+	_, udpPort, _ := net.SplitHostPort(e.UDP)
 	for _, want := range []string{
-		"ok    turns:127.0.0.1:" + e.port() + "?transport=tcp",
-		"ok    turn:127.0.0.1:" + e.port() + "?transport=tcp", // the edge's plain TCP, not in /ice-config
+		"ok    turns:127.0.0.1:" + e.Port() + "?transport=tcp",
+		"ok    turn:127.0.0.1:" + e.Port() + "?transport=tcp", // the edge's plain TCP, not in /ice-config
 		"ok    turn:127.0.0.1:" + udpPort + "?transport=udp",
 		"paths on strict networks",
-		"UDP blocked", "turns:127.0.0.1:" + e.port(),
+		"UDP blocked", "turns:127.0.0.1:" + e.Port(),
 		"only port 443 open                           none: calls from such networks fail",
 	} {
 		if !strings.Contains(out, want) {

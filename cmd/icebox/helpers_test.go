@@ -12,9 +12,6 @@ import (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
 	if code == 0 {
 		if err := goleak.Find(pebbletest.GoroutinesToIgnore()...); err != nil {
 			fmt.Fprintln(os.Stderr, "goleak:", err)

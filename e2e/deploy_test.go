@@ -1,7 +1,10 @@
-package main
+package e2e
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha1"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -11,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -22,7 +26,7 @@ import (
 	"github.com/icebox-rtc/icebox/stunturn/turntest"
 )
 
-var deployDir = filepath.Join("..", "..", "deploy")
+var deployDir = filepath.Join("..", "deploy")
 
 // tool finds a program in PATH or in GOPATH/bin (where make test go-installs helm).
 func tool(t *testing.T, name string) string {
@@ -90,12 +94,12 @@ func TestSystemdUnit(t *testing.T) {
 	}
 	// The stop timeout covers the default drain and shutdown timeout.
 	stop := regexp.MustCompile(`TimeoutStopSec=(\d+)s`).FindStringSubmatch(text)
-	def := DefaultConfig().Shutdown
+	drain, timeout := defaultShutdown(t)
 	if stop == nil {
 		t.Fatalf("no TimeoutStopSec")
 	}
-	if n, _ := strconv.Atoi(stop[1]); float64(n) <= (def.Drain + def.Timeout).Seconds() {
-		t.Errorf("TimeoutStopSec=%ss does not cover drain %v + timeout %v", stop[1], def.Drain, def.Timeout)
+	if n, _ := strconv.Atoi(stop[1]); float64(n) <= (drain + timeout).Seconds() {
+		t.Errorf("TimeoutStopSec=%ss does not cover drain %v + timeout %v", stop[1], drain, timeout)
 	}
 	if nofile := regexp.MustCompile(`LimitNOFILE=(\d+)`).FindStringSubmatch(text); nofile == nil || len(nofile[1]) < 6 {
 		t.Errorf("LimitNOFILE %v: want room for many relays", nofile)
@@ -127,20 +131,20 @@ func TestInstallScript(t *testing.T) {
 	if st.Mode().Perm()&0o007 != 0 {
 		t.Errorf("the config holding the secret is %v, want no access for others", st.Mode().Perm())
 	}
-	l := mustLoad(t, config)
-	if len(l.cfg.Credentials.Secrets) != 1 || !regexp.MustCompile(`^[0-9a-f]{64}$`).MatchString(l.cfg.Credentials.Secrets[0]) {
-		t.Errorf("secrets %v, want one 32-byte hex secret", l.cfg.Credentials.Secrets)
+	l, f := loadConfig(t, config)
+	if len(f.Credentials.Secrets) != 1 || !regexp.MustCompile(`^[0-9a-f]{64}$`).MatchString(f.Credentials.Secrets[0]) {
+		t.Errorf("secrets %v, want one 32-byte hex secret", f.Credentials.Secrets)
 	}
-	if l.cfg.PublicHost != "turn.example.com" || l.cfg.PublicIP != "203.0.113.10" {
-		t.Errorf("got public_host %q, public_ip %q", l.cfg.PublicHost, l.cfg.PublicIP)
+	if l.PublicHost != "turn.example.com" || l.PublicIP != "203.0.113.10" {
+		t.Errorf("got public_host %q, public_ip %q", l.PublicHost, l.PublicIP)
 	}
-	first := l.cfg.Credentials.Secrets[0]
+	first := f.Credentials.Secrets[0]
 
 	// A second install keeps the config, and its secret.
 	if out := run("--public-host", "other.example.com"); !strings.Contains(out, "keeping the existing") {
 		t.Errorf("second install: %s", out)
 	}
-	if again := mustLoad(t, config); again.cfg.Credentials.Secrets[0] != first || again.cfg.PublicHost != "turn.example.com" {
+	if again, f := loadConfig(t, config); f.Credentials.Secrets[0] != first || again.PublicHost != "turn.example.com" {
 		t.Errorf("the existing config was changed")
 	}
 
@@ -151,8 +155,8 @@ func TestInstallScript(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%v %s", err, out)
 	}
-	if s := mustLoad(t, filepath.Join(other, "etc/icebox/icebox.yaml")).cfg.Credentials.Secrets[0]; s == first {
-		t.Errorf("two installs share the secret %s", s)
+	if _, f := loadConfig(t, filepath.Join(other, "etc/icebox/icebox.yaml")); f.Credentials.Secrets[0] == first {
+		t.Errorf("two installs share the secret %s", first)
 	}
 	for _, args := range [][]string{
 		{"--public-ip", "not-an-ip"},
@@ -179,12 +183,13 @@ func TestInstallScriptACME(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("install.sh: %v\n%s", err, out)
 	}
-	c := mustLoad(t, filepath.Join(root, "etc/icebox/icebox.yaml")).cfg
+	c, _ := loadConfig(t, filepath.Join(root, "etc/icebox/icebox.yaml"))
 	if !c.ACME.Enabled || c.ACME.Email != "ops@example.com" || c.ACME.CA != acme.LetsEncrypt || c.ACME.HTTPListen != ":80" ||
 		c.Edge.Listen != ":443" || c.Edge.UDPListen != ":443" || c.PublicHost != "turn.example.com" || c.HTTP.Listen != "127.0.0.1:8080" {
 		t.Errorf("config: acme %+v, edge %+v, public_host %q, http.listen %q", c.ACME, c.Edge, c.PublicHost, c.HTTP.Listen)
 	}
-	if got := c.ACME.StoragePath(func(string) string { return "/var/lib/icebox" }); got != "/var/lib/icebox/acme" {
+	storage := acme.Config{Storage: c.ACME.Storage}
+	if got := storage.StoragePath(func(string) string { return "/var/lib/icebox" }); got != "/var/lib/icebox/acme" {
 		t.Errorf("ACME storage under systemd: %s, want the unit's StateDirectory", got)
 	}
 }
@@ -309,8 +314,8 @@ func checkPod(t *testing.T, m manifests) {
 		t.Fatalf("no preStop sleep: %+v", c.Lifecycle)
 	}
 	// The grace period covers the preStop wait, the drain and the shutdown timeout.
-	def := DefaultConfig().Shutdown
-	if want := c.Lifecycle.PreStop.Sleep.Seconds + int64((def.Drain + def.Timeout).Seconds()); spec.TerminationGracePeriodSeconds == nil || *spec.TerminationGracePeriodSeconds <= want {
+	drain, timeout := defaultShutdown(t)
+	if want := c.Lifecycle.PreStop.Sleep.Seconds + int64((drain + timeout).Seconds()); spec.TerminationGracePeriodSeconds == nil || *spec.TerminationGracePeriodSeconds <= want {
 		t.Errorf("terminationGracePeriodSeconds %v, want more than %d", spec.TerminationGracePeriodSeconds, want)
 	}
 	// The rendered configuration is one icebox accepts, with the secret from the environment
@@ -325,16 +330,25 @@ func checkPod(t *testing.T, m manifests) {
 		"ICEBOX_CREDENTIALS_SECRETS": "from-the-secret", "ICEBOX_AUTH_TOKENS": "k1,k2",
 		"ICEBOX_AUTH_JWT_SECRET": "0123456789abcdef0123456789abcdef", "ICEBOX_SIGNALING_REDIS_URL": "redis://redis:6379/0",
 	}
+	var env []string
 	for _, e := range c.Env {
 		v, known := dummy[e.Name]
 		if !known {
 			t.Errorf("environment variable %s: not an icebox setting the test knows", e.Name)
 		}
-		t.Setenv(e.Name, v)
+		env = append(env, e.Name+"="+v)
 	}
-	l := mustLoad(t, file)
-	if l.cfg.Credentials.Secrets[0] != "from-the-secret" {
-		t.Errorf("secrets: %v", l.cfg.Credentials.Secrets)
+	loadConfig(t, file, env...)
+	// The credentials it mints are signed with the secret from the environment.
+	code, out, stderr := runBinary(t, cleanEnv(env...), "credentials", "--config", file, "--user", "u")
+	var cred struct{ Username, Password string }
+	if err := json.Unmarshal([]byte(out), &cred); code != 0 || err != nil {
+		t.Fatalf("icebox credentials with the chart's configuration: exit %d, %v: %s", code, err, stderr)
+	}
+	mac := hmac.New(sha1.New, []byte("from-the-secret"))
+	mac.Write([]byte(cred.Username))
+	if cred.Password != base64.StdEncoding.EncodeToString(mac.Sum(nil)) {
+		t.Errorf("the credential is not signed with the secret from the environment: %+v", cred)
 	}
 	envs := map[string]bool{}
 	for _, e := range c.Env {
@@ -500,4 +514,16 @@ func asExitError(err error, target **exec.ExitError) bool {
 		*target = ee
 	}
 	return ok
+}
+
+// defaultShutdown is icebox's default shutdown.drain and shutdown.timeout.
+func defaultShutdown(t *testing.T) (drain, timeout time.Duration) {
+	t.Helper()
+	defaults, _ := loadConfig(t, "")
+	drain, err1 := time.ParseDuration(defaults.Shutdown.Drain)
+	timeout, err2 := time.ParseDuration(defaults.Shutdown.Timeout)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("shutdown defaults %+v", defaults.Shutdown)
+	}
+	return drain, timeout
 }

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"fmt"
@@ -118,7 +118,7 @@ func (tb *tab) shoot(w, h int64, n int) {
 // placeholder.
 func TestDemoLayout(t *testing.T) {
 	browser := newBrowser(t)
-	base := demoApp(t, func(c *Config) { c.TURN.TCPListen = "" }) // half the TURN allocations of 15 connections
+	base := demoApp(t, settings{"turn.tcp_listen": ""}) // half the TURN allocations of 15 connections
 	names := []string{"Ada", "Bob", "Cy", "Dee", "Eve", "Finn"}
 	docs := os.Getenv("ICEBOX_DOCS") != ""
 	var tabs []*tab

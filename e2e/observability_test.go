@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"os/exec"
@@ -16,7 +16,7 @@ func TestAlertRules(t *testing.T) {
 		{"test", "rules", "icebox.rules.test.yml"},
 	} {
 		cmd := exec.Command(promtool, args...)
-		cmd.Dir = "../../deploy/prometheus"
+		cmd.Dir = "../deploy/prometheus"
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Errorf("promtool %v: %v\n%s", args, err, out)
 		}

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"context"
@@ -13,8 +13,6 @@ import (
 
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
-
-	"github.com/icebox-rtc/icebox/credentials"
 )
 
 // sdkPage is an app's page on its own origin that imports the SDK from icebox at ?sdk=URL, as a
@@ -91,16 +89,11 @@ func deadURL(t *testing.T) string {
 func TestSDKJoinErrors(t *testing.T) {
 	browser := newBrowser(t)
 	page, origin := pageServer(t)
-	open := demoApp(t, func(c *Config) {
-		c.HTTP.AllowedOrigins = []string{origin}
-		c.Auth = credentials.AuthConfig{Mode: "token", Tokens: []string{"t0ken"}}
-		c.Signaling.MaxRoomSize = 2
-	})
+	open := demoApp(t, settings{"http.allowed_origins": origin, "auth.mode": "token", "auth.tokens": "t0ken", "signaling.max_room_size": "2"})
 	closed := demoApp(t, nil) // same origin only
-	cfg := testConfig()
-	cfg.HTTP.AllowedOrigins = []string{origin}
-	draining, _, _ := startApp(t, cfg)
-	draining.drain() // the drain phase of a shutdown, without its end: a node going away
+	// The drain phase of a shutdown, long enough for the test: a node going away.
+	draining := startIcebox(t, loopback().with(settings{"http.allowed_origins": origin, "shutdown.drain": "5m"}))
+	draining.drain(t)
 	page.Start()
 	t.Cleanup(page.Close)
 
@@ -113,7 +106,7 @@ func TestSDKJoinErrors(t *testing.T) {
 		{"no token", open, `{room: 'r'}`, "unauthorized"},
 		{"wrong token", open, `{room: 'r', token: 'wrong'}`, "unauthorized"},
 		{"bad room name", open, `{room: 'no spaces', token: 't0ken'}`, "bad-room"},
-		{"draining node", "http://" + draining.http.addr().String(), `{room: 'r', timeout: 3000}`, "unavailable"},
+		{"draining node", draining.url, `{room: 'r', timeout: 3000}`, "unavailable"},
 		{"bad option", open, `{room: 'r', timeout: -1}`, "bad-option"},
 	} {
 		got := tb.tryJoin("x", tc.url, tc.options)
@@ -158,11 +151,9 @@ func TestSDKJoinErrors(t *testing.T) {
 func TestSDKSendAndICEFailure(t *testing.T) {
 	browser := newBrowser(t)
 	page, origin := pageServer(t)
-	ok := demoApp(t, func(c *Config) { c.HTTP.AllowedOrigins = []string{origin} })
-	starved := demoApp(t, func(c *Config) {
-		c.HTTP.AllowedOrigins = []string{origin}
-		c.TURN.TotalQuota = 1 // one relay address for two browsers: relay-only cannot connect
-	})
+	ok := demoApp(t, settings{"http.allowed_origins": origin})
+	// One relay address for two browsers: relay-only cannot connect.
+	starved := demoApp(t, settings{"http.allowed_origins": origin, "turn.total_quota": "1"})
 	page.Start()
 	t.Cleanup(page.Close)
 	a := openSDKPage(t, browser, page, ok)
@@ -319,13 +310,14 @@ func TestDemoMediaState(t *testing.T) {
 // page, the call's controls disabled, and a way to try again, with the layout holding.
 func TestDemoRefused(t *testing.T) {
 	browser := newBrowser(t)
-	full := demoApp(t, func(c *Config) { c.Signaling.MaxRoomSize = 2 })
-	draining, _, _ := startApp(t, testConfig())
-	draining.drain() // the drain phase of a shutdown, without its end: a node going away
+	full := demoApp(t, settings{"signaling.max_room_size": "2"})
+	// The drain phase of a shutdown, long enough for the test: a node going away.
+	draining := startIcebox(t, loopback().with(settings{"shutdown.drain": "5m"}))
+	draining.drain(t)
 	demoRoom(t, browser, full, "full", "Ada", "Bob")
 	for _, tc := range []struct{ url, code, status string }{
 		{full + "/?policy=relay&room=full&name=Cy", "room-full", "Cannot join: the room is full"},
-		{"http://" + draining.http.addr().String() + "/?policy=relay&room=r&name=Cy", "unavailable", "Cannot join: the server is shutting down"},
+		{draining.url + "/?policy=relay&room=r&name=Cy", "unavailable", "Cannot join: the server is shutting down"},
 	} {
 		tb := openTab(t, browser, tc.url)
 		tb.wait("the error", `window.demo.error !== null`)

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"context"
@@ -58,13 +58,11 @@ func TestFirefoxChromium(t *testing.T) {
 		{"tcp, chromium offers", false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			base := demoApp(t, func(c *Config) {
-				if tc.udp {
-					c.TURN.TCPListen = ""
-				} else {
-					c.TURN.UDPListen = ""
-				}
-			})
+			off := "turn.udp_listen"
+			if tc.udp {
+				off = "turn.tcp_listen"
+			}
+			base := demoApp(t, settings{off: ""})
 			url := base + "/?policy=relay&room=interop&name="
 			var fx *ffTab
 			var ch *tab
@@ -161,10 +159,8 @@ const (
 // The SDK never lets the first answerer offer.
 func naiveICERestart(t *testing.T, chromium context.Context, ff *firefox) {
 	pages, origin := pageServer(t)
-	base := demoApp(t, func(c *Config) {
-		c.HTTP.AllowedOrigins = []string{origin}
-		c.TURN.TCPListen = "" // gathering completes sooner with one TURN URI
-	})
+	// Gathering completes sooner with one TURN URI.
+	base := demoApp(t, settings{"http.allowed_origins": origin, "turn.tcp_listen": ""})
 	pages.Start()
 	t.Cleanup(pages.Close)
 	fx := ff.open(pages.URL + "/?sdk=" + base)

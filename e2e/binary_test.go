@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"bufio"
@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 
 	"github.com/icebox-rtc/icebox/stunturn/turntest"
 )
@@ -34,7 +36,8 @@ func iceboxBinary(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(binDir, "icebox")
-		out, err := exec.Command("go", "build", "-race", "-o", binPath, ".").CombinedOutput()
+		// In the main module (..): the binary is built as a user builds it.
+		out, err := exec.Command("go", "build", "-C", "..", "-race", "-o", binPath, "./cmd/icebox").CombinedOutput()
 		if err != nil {
 			binErr = errors.New(string(out))
 		}
@@ -119,8 +122,8 @@ func (p *proc) output() string {
 	return p.raw.String()
 }
 
-// waitLog returns the first log line with msg, or fails if the process ends first or nothing
-// comes within a minute.
+// waitLog returns the first log line with msg ("": the next line), or fails if the process
+// ends first or nothing comes within a minute.
 func (p *proc) waitLog(t *testing.T, msg string) map[string]any {
 	t.Helper()
 	deadline := time.NewTimer(time.Minute)
@@ -129,9 +132,9 @@ func (p *proc) waitLog(t *testing.T, msg string) map[string]any {
 		select {
 		case m, ok := <-p.lines:
 			if !ok {
-				t.Fatalf("icebox ended before logging %q: %v", msg, p.err)
+				t.Fatalf("icebox ended before logging %q: %v\n%s", msg, p.err, p.output())
 			}
-			if m["msg"] == msg {
+			if msg == "" || m["msg"] == msg {
 				return m
 			}
 		case <-deadline.C:
@@ -324,15 +327,40 @@ signaling:
 	}
 	// What it prints is a configuration icebox loads, with the effective values.
 	printed := writeFile(t, "printed.yaml", out)
-	l := mustLoad(t, printed)
-	if l.cfg.TURN.Realm != "example.com" || l.cfg.Log.Level != "debug" || l.cfg.PublicHost != "turn.example.com" {
+	code, again, stderr := runBinary(t, cleanEnv(), "config", "print", "--config", printed)
+	if code != 0 {
+		t.Fatalf("the printed configuration does not load: exit %d: %s", code, stderr)
+	}
+	var c struct {
+		PublicHost  string `yaml:"public_host"`
+		TURN        struct{ Realm string }
+		Log         struct{ Level string }
+		Credentials struct{ Secrets []string }
+		Signaling   struct {
+			RedisURL string `yaml:"redis_url"`
+		}
+	}
+	if err := yaml.Unmarshal([]byte(again), &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.TURN.Realm != "example.com" || c.Log.Level != "debug" || c.PublicHost != "turn.example.com" {
 		t.Errorf("printed config loads to realm %q, log.level %q, public_host %q; want example.com, debug, turn.example.com",
-			l.cfg.TURN.Realm, l.cfg.Log.Level, l.cfg.PublicHost)
+			c.TURN.Realm, c.Log.Level, c.PublicHost)
 	}
-	if want := []string{"<redacted>", "<redacted>"}; strings.Join(l.cfg.Credentials.Secrets, ",") != strings.Join(want, ",") {
-		t.Errorf("printed secrets: got %v, want %v", l.cfg.Credentials.Secrets, want)
+	if want := []string{"<redacted>", "<redacted>"}; strings.Join(c.Credentials.Secrets, ",") != strings.Join(want, ",") {
+		t.Errorf("printed secrets: got %v, want %v", c.Credentials.Secrets, want)
 	}
-	if l.cfg.Signaling.RedisURL != "redis://:xxxxx@redis.internal:6379/0" {
-		t.Errorf("printed redis_url: got %q, want the password hidden", l.cfg.Signaling.RedisURL)
+	if c.Signaling.RedisURL != "redis://:xxxxx@redis.internal:6379/0" {
+		t.Errorf("printed redis_url: got %q, want the password hidden", c.Signaling.RedisURL)
+	}
+}
+
+// TestBinaryACMEPublicHostIP: ACME for an IP address is refused at start with exit 2, naming
+// public_host.
+func TestBinaryACMEPublicHostIP(t *testing.T) {
+	code, _, stderr := runBinary(t, cleanEnv("ICEBOX_ACME_ENABLED=true", "ICEBOX_ACME_EMAIL=ops@example.com",
+		"ICEBOX_EDGE_LISTEN=127.0.0.1:0", "ICEBOX_PUBLIC_HOST=203.0.113.7", "ICEBOX_HTTP_LISTEN=127.0.0.1:0"), "serve")
+	if code != exitUsage || !strings.Contains(stderr, `public_host: "203.0.113.7" is an IP address`) {
+		t.Errorf("exit %d, stderr %q; want 2 naming public_host", code, stderr)
 	}
 }

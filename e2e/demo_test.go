@@ -1,9 +1,8 @@
-package main
+package e2e
 
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,7 +11,6 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/icebox-rtc/icebox/credentials"
 	"github.com/icebox-rtc/icebox/signaling/redistest"
 )
 
@@ -123,17 +121,11 @@ func toJSObject(m map[string]float64) string {
 // on 127.0.0.1, so relays reach each other through their own address. The pages use the
 // relay-only policy: Chromium then gathers no host candidates and sends nothing but to icebox
 // on loopback (no mDNS, no connectivity checks toward the machine's other addresses).
-func demoApp(t *testing.T, mutate func(*Config)) string {
+func demoApp(t *testing.T, more settings) string {
 	t.Helper()
-	cfg := testConfig()
-	cfg.Credentials.Secrets = []string{"demo-secret"}
-	cfg.HTTP.RateLimit = 0
-	cfg.Signaling.MaxConnsPerIP = 0
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	a, _, _ := startApp(t, cfg)
-	return "http://" + a.http.addr().String()
+	return startIcebox(t, loopback().with(settings{
+		"credentials.secrets": "demo-secret", "http.rate_limit": "0", "signaling.max_conns_per_ip": "0",
+	}).with(more)).url
 }
 
 // TestDemoTwoPeersRelayed: two pages join one room through the demo page with the relay-only
@@ -231,9 +223,7 @@ func TestDemoScreenShare(t *testing.T) {
 func TestDemoJWT(t *testing.T) {
 	browser := newBrowser(t)
 	secret := "0123456789abcdef0123456789abcdef"
-	base := demoApp(t, func(c *Config) {
-		c.Auth = credentials.AuthConfig{Mode: "jwt", JWTSecret: secret, Tokens: []string{}}
-	})
+	base := demoApp(t, settings{"auth.mode": "jwt", "auth.jwt_secret": secret})
 	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "ada", "exp": time.Now().Add(time.Hour).Unix()}).SignedString([]byte(secret))
 	if err != nil {
 		t.Fatal(err)
@@ -284,11 +274,11 @@ func TestDemoSignalingDrop(t *testing.T) {
 func TestDemoTwoNodes(t *testing.T) {
 	browser := newBrowser(t)
 	r := redistest.Start(t, redistest.Options{})
-	onRedis := func(c *Config) {
-		c.Signaling.RedisURL = r.URL
+	onRedis := settings{
+		"signaling.redis_url": r.URL,
 		// Both nodes relay on 127.0.0.1: a node reaches only its own relay ports there unless
 		// allowed_peer_cidrs covers the address (README, "Running several nodes").
-		c.TURN.AllowedPeerCIDRs = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+		"turn.allowed_peer_cidrs": "127.0.0.1/32",
 	}
 	nodeA, nodeB := demoApp(t, onRedis), demoApp(t, onRedis)
 	a := openTab(t, browser, nodeA+"/?room=nodes&policy=relay&name=Ada")

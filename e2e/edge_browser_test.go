@@ -1,15 +1,19 @@
-package main
+package e2e
 
 import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/base64"
+	"net/http"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 
 	"github.com/icebox-rtc/icebox/acme/pebbletest"
+	"github.com/icebox-rtc/icebox/edge/edgetest"
 )
 
 // jsTLSRelays describes, for each peer of the demo page, its RTCPeerConnection's iceServers
@@ -30,9 +34,9 @@ const jsTLSRelays = `(async () => {
 // spkiHashes are the base64 SHA-256 hashes of the public keys of the chain a TLS server
 // presents, for Chromium's --ignore-certificate-errors-spki-list: the way to make a test CA's
 // chain trusted (Pebble's intermediate) without touching the system's trust store.
-func spkiHashes(t *testing.T, e edgeTarget) string {
+func spkiHashes(t *testing.T, e edgetest.Target) string {
 	t.Helper()
-	c, err := tls.Dial("tcp", e.addr, e.tlsConfig())
+	c, err := tls.Dial("tcp", e.Addr, e.TLSConfig())
 	if err != nil {
 		t.Fatalf("TLS to the edge: %v", err)
 	}
@@ -52,24 +56,25 @@ func spkiHashes(t *testing.T, e edgeTarget) string {
 func TestBrowserEdgeACME(t *testing.T) {
 	port := pebbletest.FreePort(t)
 	ca := pebbletest.Start(t, pebbletest.Options{TLSPort: port})
-	cfg := acmeConfig(t, pebbletest.Name("call"), port, ca)
-	cfg.TURN.UDPListen, cfg.TURN.TCPListen, cfg.Edge.UDPListen = "", "", ""
-	cfg.TURN.AllowedPeerCIDRs = nil // relays reach each other as their own relay address
-	cfg.HTTP.RateLimit = 0
-	cfg.Signaling.MaxConnsPerIP = 0
-	a, _, _ := startApp(t, cfg)
-	waitReady(t, a)
-	e := edgeTarget{addr: a.edge.Addr().String(), host: cfg.PublicHost, roots: ca.Roots}
-	turns := "turns:" + cfg.PublicHost + ":" + e.port() + "?transport=tcp"
-	if uris, _ := turnURIs(t, e.iceConfig(t)); len(uris) != 1 || uris[0] != turns {
+	host := pebbletest.Name("call")
+	// The edge port alone: relays reach each other as their own relay address.
+	n := startIcebox(t, loopback().with(settings{
+		"public_host": host, "edge.listen": "127.0.0.1:" + strconv.Itoa(port), "turn.udp_listen": "", "turn.tcp_listen": "",
+		"acme.enabled": "true", "acme.email": "ops@icebox.test", "acme.ca": ca.Directory, "acme.ca_root": ca.APIRoot,
+		"acme.storage": t.TempDir(), "credentials.secrets": "edge-secret", "http.rate_limit": "0", "signaling.max_conns_per_ip": "0",
+	}))
+	waitStatusWithin(t, &http.Client{}, n.url+"/readyz", http.StatusOK, 90*time.Second) // the certificate is in service
+	e := edgetest.Target{Addr: n.edge, Host: host, Roots: ca.Roots}
+	turns := "turns:" + host + ":" + e.Port() + "?transport=tcp"
+	if uris, _ := edgetest.TURNURIs(t, e.ICEConfig(t)); len(uris) != 1 || uris[0] != turns {
 		t.Fatalf("/ice-config lists %v, want only %s", uris, turns)
 	}
 
 	browser := newBrowser(t,
-		chromedp.Flag("host-resolver-rules", "MAP "+cfg.PublicHost+" 127.0.0.1"),
+		chromedp.Flag("host-resolver-rules", "MAP "+host+" 127.0.0.1"),
 		chromedp.Flag("ignore-certificate-errors-spki-list", spkiHashes(t, e)),
 	)
-	url := e.base() + "/?room=edge&policy=relay&name="
+	url := e.Base() + "/?room=edge&policy=relay&name="
 	ada := openTab(t, browser, url+"Ada")
 	bob := openTab(t, browser, url+"Bob")
 	for _, tb := range []*tab{ada, bob} {

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"context"
@@ -121,11 +121,9 @@ func TestBrowserICEConfig(t *testing.T) {
 	// The app's origin must be known before it starts: bind the page servers first.
 	allowed := httptest.NewUnstartedServer(nil)
 	forbidden := httptest.NewUnstartedServer(nil)
-	cfg := testConfig()
-	cfg.HTTP.AllowedOrigins = []string{"http://" + allowed.Listener.Addr().String()}
-	cfg.Credentials.Secrets = []string{"browser-secret"}
-	a, _, _ := startApp(t, cfg)
-	iceboxURL := "http://" + a.http.addr().String()
+	iceboxURL := startIcebox(t, loopback().with(settings{
+		"http.allowed_origins": "http://" + allowed.Listener.Addr().String(), "credentials.secrets": "browser-secret",
+	})).url
 	for _, s := range []*httptest.Server{allowed, forbidden} {
 		s.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "text/html")
