@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/icebox-rtc/icebox/httpapi/httpapitest"
+
 	"github.com/chromedp/chromedp"
 
 	"github.com/icebox-rtc/icebox/acme/pebbletest"
@@ -63,7 +65,7 @@ func TestBrowserEdgeACME(t *testing.T) {
 		"acme.enabled": "true", "acme.email": "ops@icebox.test", "acme.ca": ca.Directory, "acme.ca_root": ca.APIRoot,
 		"acme.storage": t.TempDir(), "credentials.secrets": "edge-secret", "http.rate_limit": "0", "signaling.max_conns_per_ip": "0",
 	}))
-	waitStatusWithin(t, &http.Client{}, n.url+"/readyz", http.StatusOK, 90*time.Second) // the certificate is in service
+	httpapitest.WaitStatus(t, &http.Client{}, n.url+"/readyz", http.StatusOK, 90*time.Second) // the certificate is in service
 	e := edgetest.Target{Addr: n.edge, Host: host, Roots: ca.Roots}
 	turns := "turns:" + host + ":" + e.Port() + "?transport=tcp"
 	if uris, _ := edgetest.TURNURIs(t, e.ICEConfig(t)); len(uris) != 1 || uris[0] != turns {

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -10,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/icebox-rtc/icebox/httpapi/httpapitest"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -99,41 +100,11 @@ func (n *node) drain(t *testing.T) {
 }
 
 // get fetches url and returns the status and body.
-func get(t *testing.T, c *http.Client, url string) (int, string) {
-	t.Helper()
-	resp, err := c.Get(url)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body)
-}
+func get(t *testing.T, c *http.Client, url string) (int, string) { return httpapitest.Get(t, c, url) }
 
 // waitStatus polls url until it answers want, for at most 30 seconds.
 func waitStatus(t *testing.T, c *http.Client, url string, want int) string {
-	t.Helper()
-	return waitStatusWithin(t, c, url, want, 30*time.Second)
-}
-
-// waitStatusWithin polls url until it answers want, for at most within.
-func waitStatusWithin(t *testing.T, c *http.Client, url string, want int, within time.Duration) string {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		resp, err := c.Get(url)
-		if err == nil {
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == want {
-				return string(body)
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not answer %d within %v (last: %v)", url, want, within, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return httpapitest.WaitStatus(t, c, url, want, 30*time.Second)
 }
 
 // writeFile writes a file into a temp dir and returns its path.

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/icebox-rtc/icebox/httpapi/httpapitest"
 	"github.com/icebox-rtc/icebox/signaling/sigclient"
 	"github.com/icebox-rtc/icebox/stunturn/turntest"
 )
@@ -77,35 +78,11 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 // get fetches url and returns the status and body.
-func get(t *testing.T, c *http.Client, url string) (int, string) {
-	t.Helper()
-	resp, err := c.Get(url)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body)
-}
+func get(t *testing.T, c *http.Client, url string) (int, string) { return httpapitest.Get(t, c, url) }
 
 // waitStatus polls url until it answers want, for at most 30 seconds.
 func waitStatus(t *testing.T, c *http.Client, url string, want int) string {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := c.Get(url)
-		if err == nil {
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == want {
-				return string(body)
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not answer %d within 30s (last: %v)", url, want, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return httpapitest.WaitStatus(t, c, url, want, 30*time.Second)
 }
 
 func TestLifecycle(t *testing.T) {
