@@ -427,6 +427,11 @@ func (a *app) logServing() {
 		a.log.Warn("public_ip was detected as a private or loopback address: clients elsewhere cannot reach it; set public_host and public_ip",
 			"public_ip", a.public.IP.String())
 	}
+	if a.cfg.Auth.Mode == credentials.AuthNone && !isLoopbackHost(a.public.Host) {
+		a.log.Warn("auth.mode is none on a host others can reach: anyone may take TURN credentials and use this relay. "+
+			"Set auth.mode jwt (tokens your app server mints; icebox token --sub you, to try) or token",
+			"public_host", a.public.Host)
+	}
 	e := a.endpoints()
 	for _, l := range []struct {
 		name string
@@ -579,4 +584,12 @@ func (b *busComponent) Shutdown(context.Context) error {
 	}
 	close(b.done)
 	return b.bus.Close()
+}
+
+// isLoopbackHost reports whether host (a name or an address) stays on this machine.
+func isLoopbackHost(host string) bool {
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return ip.IsLoopback()
+	}
+	return host == "localhost" || strings.HasSuffix(host, ".localhost")
 }

@@ -102,8 +102,9 @@ func TestSystemdUnit(t *testing.T) {
 	}
 }
 
-// TestInstallScript: install.sh into a throwaway root writes a config with a fresh secret and
-// the given addresses, which icebox loads, and leaves an existing config alone.
+// TestInstallScript: install.sh into a throwaway root writes a config with a fresh secret, a
+// fresh JWT key (never an open credential endpoint) and the given addresses, which icebox loads,
+// and leaves an existing config alone; arguments icebox would refuse stop it.
 func TestInstallScript(t *testing.T) {
 	root := t.TempDir()
 	script := filepath.Join(deployDir, "systemd", "install.sh")
@@ -134,6 +135,10 @@ func TestInstallScript(t *testing.T) {
 	if l.cfg.PublicHost != "turn.example.com" || l.cfg.PublicIP != "203.0.113.10" {
 		t.Errorf("got public_host %q, public_ip %q", l.cfg.PublicHost, l.cfg.PublicIP)
 	}
+	if l.cfg.Auth.Mode != "jwt" || !regexp.MustCompile(`^[0-9a-f]{64}$`).MatchString(l.cfg.Auth.JWTSecret) ||
+		l.cfg.Auth.JWTSecret == l.cfg.Credentials.Secrets[0] {
+		t.Errorf("auth %+v: want mode jwt with its own 32-byte key", l.cfg.Auth)
+	}
 	first := l.cfg.Credentials.Secrets[0]
 
 	// A second install keeps the config, and its secret.
@@ -154,8 +159,23 @@ func TestInstallScript(t *testing.T) {
 	if s := mustLoad(t, filepath.Join(other, "etc/icebox/icebox.yaml")).cfg.Credentials.Secrets[0]; s == first {
 		t.Errorf("two installs share the secret %s", s)
 	}
+	withToken := t.TempDir()
+	cmd = exec.Command(script, "--binary", iceboxBinary(t), "--auth", "token")
+	cmd.Env = append(os.Environ(), "DESTDIR="+withToken)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	if a := mustLoad(t, filepath.Join(withToken, "etc/icebox/icebox.yaml")).cfg.Auth; a.Mode != "token" || len(a.Tokens) != 1 || len(a.Tokens[0]) != 64 {
+		t.Errorf("--auth token: auth %+v, want one 32-byte API key", a)
+	}
 	for _, args := range [][]string{
 		{"--public-ip", "not-an-ip"},
+		{"--public-ip", "999.1.2"},
+		{"--public-ip", "10.0.0.256"},
+		{"--public-ip", "01.2.3.4"},
+		{"--public-host", "turn_example!com"},
+		{"--public-host", "-turn.example.com"},
+		{"--auth", "none"},
 		{"--acme-email", "ops@example.com"},                                  // no name
 		{"--public-host", "203.0.113.10", "--acme-email", "ops@example.com"}, // an IP
 		{"--public-host", "turn.example.com", "--acme-email", "not-an-email"},
