@@ -389,6 +389,22 @@ func TestHelmChart(t *testing.T) {
 		if len(m.secret.Data["turn-secrets"]) < 32 {
 			t.Errorf("the chart did not generate a TURN secret")
 		}
+		// Never an open credential endpoint: jwt with a key the chart made.
+		if cfg := m.configMap.Data["icebox.yaml"]; !strings.Contains(cfg, "mode: jwt") || len(m.secret.Data["jwt-secret"]) < 32 {
+			t.Errorf("default auth: want mode jwt and a generated key (%d bytes):\n%s", len(m.secret.Data["jwt-secret"]), cfg)
+		}
+		jwtFromSecret := false
+		for _, e := range m.deployment.Spec.Template.Spec.Containers[0].Env {
+			if e.Name == "ICEBOX_AUTH_JWT_SECRET" && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil && e.ValueFrom.SecretKeyRef.Key == "jwt-secret" {
+				jwtFromSecret = true
+			}
+		}
+		if !jwtFromSecret {
+			t.Errorf("ICEBOX_AUTH_JWT_SECRET does not come from the chart's Secret")
+		}
+		if _, err := helmTemplate(t, "--set", "config.auth.mode=none", "--set", "auth.allowOpen=true"); err != nil {
+			t.Errorf("auth.allowOpen (a lab): %s", err.(*exec.ExitError).Stderr)
+		}
 		if m.serviceMonitor != nil {
 			t.Errorf("a ServiceMonitor without serviceMonitor.enabled")
 		}
@@ -499,7 +515,9 @@ func TestHelmChart(t *testing.T) {
 		{"acme behind a load balancer", []string{"--set", "mode=loadBalancer", "--set", "config.acme.enabled=true",
 			"--set", "config.public_host=turn.example.com", "--set", "config.edge.listen=:443"}, "with mode loadBalancer"},
 		{"acme without a name", []string{"--set", "config.acme.enabled=true", "--set", "config.edge.listen=:443"}, "needs config.public_host"},
-		{"unknown mode", []string{"--set", "mode=nodePort"}, "is not hostNetwork or loadBalancer"},
+		{"unknown mode", []string{"--set", "mode=nodePort"}, "at '/mode': value must be one of 'hostNetwork', 'loadBalancer'"},
+		{"open relay", []string{"--set", "config.auth.mode=none"}, "anyone could take TURN credentials"},
+		{"tokens without any", []string{"--set", "config.auth.mode=token"}, "needs auth.tokens"},
 		{"wide relay range", []string{"--set", "mode=loadBalancer", "--set", "loadBalancer.relayPortMax=60000"}, "keep it between 1 and 1000"},
 		{"tls without certificate", []string{"--set", "config.turn.tls_listen=:5349"}, "needs a certificate"},
 		{"unreadable duration", []string{"--set", "config.shutdown.drain=1m30s"}, "is not a whole number"},
