@@ -245,11 +245,12 @@ func newApp(cfg Config, log *slog.Logger, info buildInfo) (a *app, err error) {
 	if err != nil {
 		return a, fmt.Errorf("http.listen: %w", err)
 	}
-	a.http = newHTTPServer(ln, a.mux, certs, log)
+	handler := instrument(a.mux, a.registry)
+	a.http = newHTTPServer(ln, handler, certs, log)
 	a.components = append(a.components, namedComponent{"http", a.http})
 	if a.edge != nil {
 		// The edge terminates TLS: its HTTPS listener yields connections past the handshake.
-		https := newHTTPServer(a.edge.HTTPS(), a.mux, nil, log)
+		https := newHTTPServer(a.edge.HTTPS(), handler, nil, log)
 		https.https = true
 		redirect := newHTTPServer(a.edge.HTTP(), a.redirectHandler(), nil, log)
 		a.components = append(a.components, namedComponent{"edge-https", https}, namedComponent{"edge-http", redirect},
