@@ -6,6 +6,7 @@ import (
 	"crypto/sha1"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -106,8 +107,9 @@ func TestSystemdUnit(t *testing.T) {
 	}
 }
 
-// TestInstallScript: install.sh into a throwaway root writes a config with a fresh secret and
-// the given addresses, which icebox loads, and leaves an existing config alone.
+// TestInstallScript: install.sh into a throwaway root writes a config with a fresh secret, a
+// fresh JWT key (never an open credential endpoint) and the given addresses, which icebox loads,
+// and leaves an existing config alone; arguments icebox would refuse stop it.
 func TestInstallScript(t *testing.T) {
 	root := t.TempDir()
 	script := filepath.Join(deployDir, "systemd", "install.sh")
@@ -138,6 +140,10 @@ func TestInstallScript(t *testing.T) {
 	if l.PublicHost != "turn.example.com" || l.PublicIP != "203.0.113.10" {
 		t.Errorf("got public_host %q, public_ip %q", l.PublicHost, l.PublicIP)
 	}
+	if f.Auth.Mode != "jwt" || !regexp.MustCompile(`^[0-9a-f]{64}$`).MatchString(f.Auth.JWTSecret) ||
+		f.Auth.JWTSecret == f.Credentials.Secrets[0] {
+		t.Errorf("auth %+v: want mode jwt with its own 32-byte key", f.Auth)
+	}
 	first := f.Credentials.Secrets[0]
 
 	// A second install keeps the config, and its secret.
@@ -158,8 +164,23 @@ func TestInstallScript(t *testing.T) {
 	if _, f := loadConfig(t, filepath.Join(other, "etc/icebox/icebox.yaml")); f.Credentials.Secrets[0] == first {
 		t.Errorf("two installs share the secret %s", first)
 	}
+	withToken := t.TempDir()
+	cmd = exec.Command(script, "--binary", iceboxBinary(t), "--auth", "token")
+	cmd.Env = append(os.Environ(), "DESTDIR="+withToken)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	if _, f := loadConfig(t, filepath.Join(withToken, "etc/icebox/icebox.yaml")); f.Auth.Mode != "token" || len(f.Auth.Tokens) != 1 || len(f.Auth.Tokens[0]) != 64 {
+		t.Errorf("--auth token: auth %+v, want one 32-byte API key", f.Auth)
+	}
 	for _, args := range [][]string{
 		{"--public-ip", "not-an-ip"},
+		{"--public-ip", "999.1.2"},
+		{"--public-ip", "10.0.0.256"},
+		{"--public-ip", "01.2.3.4"},
+		{"--public-host", "turn_example!com"},
+		{"--public-host", "-turn.example.com"},
+		{"--auth", "none"},
 		{"--acme-email", "ops@example.com"},                                  // no name
 		{"--public-host", "203.0.113.10", "--acme-email", "ops@example.com"}, // an IP
 		{"--public-host", "turn.example.com", "--acme-email", "not-an-email"},
@@ -383,6 +404,22 @@ func TestHelmChart(t *testing.T) {
 		if len(m.secret.Data["turn-secrets"]) < 32 {
 			t.Errorf("the chart did not generate a TURN secret")
 		}
+		// Never an open credential endpoint: jwt with a key the chart made.
+		if cfg := m.configMap.Data["icebox.yaml"]; !strings.Contains(cfg, "mode: jwt") || len(m.secret.Data["jwt-secret"]) < 32 {
+			t.Errorf("default auth: want mode jwt and a generated key (%d bytes):\n%s", len(m.secret.Data["jwt-secret"]), cfg)
+		}
+		jwtFromSecret := false
+		for _, e := range m.deployment.Spec.Template.Spec.Containers[0].Env {
+			if e.Name == "ICEBOX_AUTH_JWT_SECRET" && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil && e.ValueFrom.SecretKeyRef.Key == "jwt-secret" {
+				jwtFromSecret = true
+			}
+		}
+		if !jwtFromSecret {
+			t.Errorf("ICEBOX_AUTH_JWT_SECRET does not come from the chart's Secret")
+		}
+		if _, err := helmTemplate(t, "--set", "config.auth.mode=none", "--set", "auth.allowOpen=true"); err != nil {
+			t.Errorf("auth.allowOpen (a lab): %s", err.(*exec.ExitError).Stderr)
+		}
 		if m.serviceMonitor != nil {
 			t.Errorf("a ServiceMonitor without serviceMonitor.enabled")
 		}
@@ -493,7 +530,9 @@ func TestHelmChart(t *testing.T) {
 		{"acme behind a load balancer", []string{"--set", "mode=loadBalancer", "--set", "config.acme.enabled=true",
 			"--set", "config.public_host=turn.example.com", "--set", "config.edge.listen=:443"}, "with mode loadBalancer"},
 		{"acme without a name", []string{"--set", "config.acme.enabled=true", "--set", "config.edge.listen=:443"}, "needs config.public_host"},
-		{"unknown mode", []string{"--set", "mode=nodePort"}, "is not hostNetwork or loadBalancer"},
+		{"unknown mode", []string{"--set", "mode=nodePort"}, "at '/mode': value must be one of 'hostNetwork', 'loadBalancer'"},
+		{"open relay", []string{"--set", "config.auth.mode=none"}, "anyone could take TURN credentials"},
+		{"tokens without any", []string{"--set", "config.auth.mode=token"}, "needs auth.tokens"},
 		{"wide relay range", []string{"--set", "mode=loadBalancer", "--set", "loadBalancer.relayPortMax=60000"}, "keep it between 1 and 1000"},
 		{"tls without certificate", []string{"--set", "config.turn.tls_listen=:5349"}, "needs a certificate"},
 		{"unreadable duration", []string{"--set", "config.shutdown.drain=1m30s"}, "is not a whole number"},
@@ -526,4 +565,23 @@ func defaultShutdown(t *testing.T) (drain, timeout time.Duration) {
 		t.Fatalf("shutdown defaults %+v", defaults.Shutdown)
 	}
 	return drain, timeout
+}
+
+// TestHelmSchemaRefusesTypos: helm refuses, at render time, a typo in icebox's keys under config
+// and in the chart's own values (values.schema.json; cmd/icebox's TestHelmSchema keeps it in
+// step with icebox's keys), so it never becomes a pod in CrashLoopBackOff.
+func TestHelmSchemaRefusesTypos(t *testing.T) {
+	for _, bad := range []struct{ set, want string }{
+		{"config.turn.relam=x", "relam"},
+		{"config.turn.user_quota=many", "user_quota"},
+		{"mode=hostnetwork", "mode"},
+		{"replicaCount=-1", "replicaCount"},
+		{"config.credentials.secrets[0]=in-a-configmap", "secrets"},
+	} {
+		_, err := helmTemplate(t, "--set", bad.set)
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || !strings.Contains(string(exit.Stderr), bad.want) {
+			t.Errorf("helm template --set %s: %v, want a schema error naming %s", bad.set, err, bad.want)
+		}
+	}
 }

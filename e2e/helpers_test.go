@@ -131,7 +131,12 @@ type configView struct {
 	HTTP        struct{ Listen string }
 	TURN        struct{ Realm string }
 	Credentials struct{ Secrets []string }
-	Signaling   struct {
+	Auth        struct {
+		Mode      string
+		JWTSecret string `yaml:"jwt_secret"`
+		Tokens    []string
+	}
+	Signaling struct {
 		RedisURL string `yaml:"redis_url"`
 	}
 	Log  struct{ Level string }

@@ -24,6 +24,21 @@ func ListenUDP(addr string, n int) ([]net.PacketConn, error) {
 	if !reusePortBalances {
 		n = 1
 	}
+	conns, err := listenUDP(addr, n)
+	// With port 0 the port is picked, freed and taken again: another socket may take it in
+	// between. Another pick then does.
+	if _, port, _ := net.SplitHostPort(addr); port == "0" {
+		for range 10 {
+			if !errors.Is(err, syscall.EADDRINUSE) {
+				break
+			}
+			conns, err = listenUDP(addr, n)
+		}
+	}
+	return conns, err
+}
+
+func listenUDP(addr string, n int) ([]net.PacketConn, error) {
 	probe, err := net.ListenPacket("udp", addr)
 	if err != nil {
 		return nil, err

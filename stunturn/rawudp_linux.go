@@ -109,18 +109,20 @@ func ntohs(p uint16) uint16 { return p<<8 | p>>8 }
 // fast path) never leave the loop; when the socket has nothing to read, the goroutine parks in
 // Go's poller. Each buffer has off bytes of headroom before the datagram.
 type readLoop struct {
-	r      *rawUDP
-	off    int
-	size   int
-	max    int // the batch grows up to this when reads fill it: memory only where traffic is
-	bufs   [][]byte
-	sas    []unix.RawSockaddrAny
-	iovs   []unix.Iovec
-	msgs   []unix.Mmsghdr
-	cnt    int // datagrams in the current batch
-	idx    int // the next one to look at
-	handle func(b []byte, n int, from netip.AddrPort) bool
-	fn     func(fd uintptr) bool // made once: no allocation per read
+	r       *rawUDP
+	off     int
+	size    int
+	max     int // the batch grows up to this when reads fill it: memory only where traffic is
+	bufs    [][]byte
+	sas     []unix.RawSockaddrAny
+	iovs    []unix.Iovec
+	msgs    []unix.Mmsghdr
+	cnt     int  // datagrams in the current batch
+	idx     int  // the next one to look at
+	drained bool // the current batch is smaller than it could be: the socket was empty
+	readNow bool // the current batch was read during this call of next
+	handle  func(b []byte, n int, from netip.AddrPort) bool
+	fn      func(fd uintptr) bool // made once: no allocation per read
 
 	cur  int // the kept datagram
 	n    int
@@ -168,6 +170,16 @@ func (l *readLoop) read(fd uintptr) bool {
 				return true
 			}
 		}
+		if l.drained && l.readNow {
+			// The last read, in this same wait of the poller, took fewer datagrams than it could:
+			// the socket was empty then. Wait for readability without asking again: a datagram
+			// that arrived since has signalled the poller (every arrival wakes it), so the wait
+			// returns at once. Saves the recvmmsg that would only answer EAGAIN, one system call
+			// per wake-up. Not across calls of next: each starts by resetting the poller's
+			// readiness (poll.FD.RawRead), which would lose such a signal.
+			l.drained = false
+			return false
+		}
 		if l.cnt == len(l.msgs) && l.cnt < l.max { // the last read filled the batch
 			l.resize(l.max)
 		}
@@ -180,6 +192,7 @@ func (l *readLoop) read(fd uintptr) bool {
 		switch errno {
 		case 0:
 			l.cnt, l.idx = int(cnt), 0
+			l.drained, l.readNow = l.cnt < len(l.msgs), true
 		case syscall.EAGAIN:
 			return false // wait until readable
 		case syscall.EINTR:
@@ -192,7 +205,7 @@ func (l *readLoop) read(fd uintptr) bool {
 
 // next returns the next datagram to hand over; it stays valid until the next call.
 func (l *readLoop) next() ([]byte, netip.AddrPort, error) {
-	l.err = nil
+	l.err, l.readNow = nil, false
 	if err := l.r.rc.Read(l.fn); err != nil {
 		return nil, netip.AddrPort{}, err
 	}

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 )
 
 // TestReadLoopGrows: a read loop that starts with one buffer grows its batch once reads fill
@@ -65,4 +66,57 @@ func TestReadLoopGrows(t *testing.T) {
 	if len(l.msgs) != 4 {
 		t.Errorf("after a burst the batch is %d, want 4", len(l.msgs))
 	}
+}
+
+// TestReadLoopWakesUp: a datagram that arrives while the loop still hands out an earlier batch
+// is read, not left in the socket until the next one comes (each next resets the poller's
+// readiness, so the loop must not trust an earlier "the socket was empty").
+func TestReadLoopWakesUp(t *testing.T) {
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	raw, err := newRawUDP(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newReadLoop(raw, 4, 4, 0, relayMTU, func([]byte, int, netip.AddrPort) bool { return true })
+	sender, err := net.DialUDP("udp4", nil, conn.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sender.Close()
+	send := func(s string) {
+		if _, err := sender.Write([]byte(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	next := func(want string) {
+		t.Helper()
+		got := make(chan string, 1)
+		go func() {
+			b, _, err := l.next()
+			if err != nil {
+				got <- err.Error()
+				return
+			}
+			got <- string(b)
+		}()
+		select {
+		case s := <-got:
+			if s != want {
+				t.Fatalf("got %q, want %q", s, want)
+			}
+		case <-time.After(10 * time.Second):
+			_ = conn.Close() // ends the read
+			t.Fatalf("%q stayed in the socket: the loop did not wake up", want)
+		}
+	}
+	send("one")
+	send("two")
+	next("one") // reads both, hands out the first
+	send("three")
+	next("two")
+	next("three")
 }

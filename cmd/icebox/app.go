@@ -247,11 +247,12 @@ func newApp(cfg Config, comp compiled, log *slog.Logger, info buildInfo) (a *app
 	if err != nil {
 		return a, fmt.Errorf("http.listen: %w", err)
 	}
-	a.http = newHTTPServer(ln, a.mux, certs, log)
+	handler := instrument(a.mux, a.registry)
+	a.http = newHTTPServer(ln, handler, certs, log)
 	a.components = append(a.components, namedComponent{"http", a.http})
 	if a.edge != nil {
 		// The edge terminates TLS: its HTTPS listener yields connections past the handshake.
-		https := newHTTPServer(a.edge.HTTPS(), a.mux, nil, log)
+		https := newHTTPServer(a.edge.HTTPS(), handler, nil, log)
 		https.https = true
 		redirect := newHTTPServer(a.edge.HTTP(), a.redirectHandler(), nil, log)
 		a.components = append(a.components, namedComponent{"edge-https", https}, namedComponent{"edge-http", redirect},
@@ -429,6 +430,11 @@ func (a *app) logServing() {
 		a.log.Warn("public_ip was detected as a private or loopback address: clients elsewhere cannot reach it; set public_host and public_ip",
 			"public_ip", a.public.IP.String())
 	}
+	if a.cfg.Auth.Mode == credentials.AuthNone && !isLoopbackHost(a.public.Host) {
+		a.log.Warn("auth.mode is none on a host others can reach: anyone may take TURN credentials and use this relay. "+
+			"Set auth.mode jwt (tokens your app server mints; icebox token --sub you, to try) or token",
+			"public_host", a.public.Host)
+	}
 	e := a.endpoints()
 	for _, l := range []struct {
 		name string
@@ -581,4 +587,12 @@ func (b *busComponent) Shutdown(context.Context) error {
 	}
 	close(b.done)
 	return b.bus.Close()
+}
+
+// isLoopbackHost reports whether host (a name or an address) stays on this machine.
+func isLoopbackHost(host string) bool {
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return ip.IsLoopback()
+	}
+	return host == "localhost" || strings.HasSuffix(host, ".localhost")
 }

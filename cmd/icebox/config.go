@@ -136,6 +136,7 @@ func (c Config) compile() (compiled, error) {
 			bad(l.key, "%v", err)
 		}
 	}
+	errs = append(errs, sharedListeners(c)...)
 	switch {
 	case c.HTTP.TLSCert != "" && c.HTTP.TLSKey == "":
 		bad("http.tls_key", "must be set together with http.tls_cert")

@@ -222,9 +222,12 @@ func TestEmptySectionKeepsDefaults(t *testing.T) {
 
 func TestUnknownEnvIsAWarning(t *testing.T) {
 	t.Setenv("ICEBOX_TURN_REALMS", "x")
+	t.Setenv("ICEBOX_CREDENTIAL_SECRETS", "y")
 	l := mustLoad(t, "")
-	if len(l.warnings) != 1 || !strings.Contains(l.warnings[0], "ICEBOX_TURN_REALMS") {
-		t.Errorf("got warnings %q, want one naming ICEBOX_TURN_REALMS", l.warnings)
+	if len(l.warnings) != 2 || !strings.Contains(l.warnings[0], "ICEBOX_CREDENTIAL_SECRETS") ||
+		!strings.Contains(l.warnings[0], "did you mean ICEBOX_CREDENTIALS_SECRETS?") ||
+		!strings.Contains(l.warnings[1], "did you mean ICEBOX_TURN_REALM?") {
+		t.Errorf("got warnings %q, want each naming the variable and the one it resembles", l.warnings)
 	}
 }
 
@@ -270,7 +273,13 @@ func TestInvalid(t *testing.T) {
 	}{
 		{name: "unknown key", file: "turn:\n  realmm: x\n", want: []string{"turn.realmm: unknown key", "did you mean turn.realm"}},
 		{name: "unknown top-level key", file: "listen: ':1'\n", want: []string{"listen: unknown key", "http.listen"}},
-		{name: "unknown section", file: "stun:\n  port: 1\n", want: []string{"stun: unknown key"}},
+		{name: "unknown section", file: "stun:\n  port: 1\n", want: []string{"stun: unknown section"}},
+		{name: "misspelt section", file: "signalling:\n  max_room_size: 4\n", want: []string{"signalling: unknown section", "did you mean signaling?"}},
+		{name: "yaml: the line after", file: "turn:\n  realm: x\n user_quota: 5\n", want: []string{"line 2", "   3 |  user_quota: 5"}},
+		{name: "yaml: a tab", file: "turn:\n\trealm: x\n", want: []string{"a tab: YAML indents with spaces"}},
+		{name: "two listeners on one port", file: "http:\n  listen: ':3478'\n", want: []string{`http.listen: ":3478" takes the same tcp port as turn.tcp_listen ":3478"`}},
+		{name: "a listener on every address and one on loopback", file: "edge:\n  listen: '127.0.0.1:8080'\n", env: []string{"ICEBOX_HTTP_TLS_CERT=" + cert, "ICEBOX_HTTP_TLS_KEY=" + key},
+			want: []string{`http.listen: ":8080" takes the same tcp port as edge.listen "127.0.0.1:8080"`}},
 		{name: "key given a section", file: "turn:\n  realm:\n    x: 1\n", want: []string{"turn.realm: expected a value"}},
 		{name: "section given a value", file: "turn: 3\n", want: []string{"turn: expected a section"}},
 		{name: "not yaml", file: "turn: [\n", want: []string{"not valid YAML"}},
@@ -351,12 +360,25 @@ func TestInvalid(t *testing.T) {
 	}
 }
 
+// TestAllProblemsAtOnce: an unknown key, values of the wrong type and invalid values are
+// reported together, each once, with its key.
 func TestAllProblemsAtOnce(t *testing.T) {
-	file := writeFile(t, "icebox.yaml", "turn:\n  relay_port_max: 0\nlog:\n  level: loud\n")
+	file := writeFile(t, "icebox.yaml", "turn:\n  relay_port_max: 0\n  user_quota: many\nlog:\n  level: loud\n"+
+		"credentials:\n  ttl: 1 day\nsignalling:\n  rate_limit: 5\n")
 	_, err := load(t, file)
 	var ce *configError
-	if !errors.As(err, &ce) || len(ce.problems) != 2 {
-		t.Fatalf("got %v, want two problems", err)
+	if !errors.As(err, &ce) {
+		t.Fatalf("got %v, want a configuration error", err)
+	}
+	want := []string{"turn.relay_port_max: 0 is out of range", `turn.user_quota: "many" is not a whole number`, `log.level: unknown level "loud"`,
+		`credentials.ttl: "1 day" is not a duration`, "signalling: unknown section"}
+	if len(ce.problems) != len(want) {
+		t.Errorf("got %d problems, want %d:\n%s", len(ce.problems), len(want), err)
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("got %q, want it to contain %q", err, w)
+		}
 	}
 }
 

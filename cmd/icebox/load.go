@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"reflect"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -120,15 +121,17 @@ func loadConfig(src loadSources) (loaded, error) {
 	}
 
 	var out loaded
+	var problems []error // reported together, with the decoding and validation problems
 	file, err := findConfigFile(src.file, src.search)
 	if err != nil {
 		return out, newConfigError(err)
 	}
 	if file != "" {
-		tree, err := readConfigFile(file, keys)
+		tree, unknown, err := readConfigFile(file, keys)
 		if err != nil {
 			return out, newConfigError(err)
 		}
+		problems = append(problems, unknown...)
 		if err := v.MergeConfigMap(tree); err != nil {
 			return out, newConfigError(fmt.Errorf("%s: %w", file, err))
 		}
@@ -147,7 +150,7 @@ func loadConfig(src loadSources) (loaded, error) {
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
 		if strings.HasPrefix(name, envPrefix+"_") && !known[name] {
-			out.warnings = append(out.warnings, fmt.Sprintf("environment variable %s is not an icebox setting; ignored", name))
+			out.warnings = append(out.warnings, fmt.Sprintf("environment variable %s is not an icebox setting; ignored%s", name, suggestEnv(name, keys)))
 		}
 	}
 	sort.Strings(out.warnings)
@@ -164,16 +167,28 @@ func loadConfig(src loadSources) (loaded, error) {
 	}
 
 	var cfg Config
+	decoded := map[string]bool{} // keys whose value could not be decoded
 	if err := v.UnmarshalExact(&cfg, func(dc *mapstructure.DecoderConfig) {
 		dc.WeaklyTypedInput = false // "true" is not a number, 10 is not a duration
 		dc.DecodeHook = decodeValue
 		dc.ErrorUnused = true
 	}); err != nil {
-		return out, newConfigError(decodeErrors(err)...)
+		for _, e := range decodeErrors(err) {
+			problems = append(problems, e)
+			key, _, _ := strings.Cut(e.Error(), ":")
+			decoded[key] = true
+		}
 	}
+	// Every other problem too, at once: the keys that did not decode hold a zero value, so what
+	// the checks say of them is left out.
 	comp, err := cfg.compile()
-	if err != nil {
-		return out, newConfigError(err)
+	for _, e := range flattenErrors(err) {
+		if key, _, _ := strings.Cut(e.Error(), ":"); !decoded[key] {
+			problems = append(problems, e)
+		}
+	}
+	if len(problems) > 0 {
+		return out, newConfigError(problems...)
 	}
 	out.cfg, out.compiled = cfg, comp
 	return out, nil
@@ -200,16 +215,18 @@ func findConfigFile(flag string, search []string) (string, error) {
 	return "", nil
 }
 
-// readConfigFile parses the YAML file, rejects unknown keys by their full name, and drops empty
-// values, so that a section left empty ("turn:") keeps its defaults instead of hiding them.
-func readConfigFile(path string, keys []configKey) (map[string]any, error) {
+// readConfigFile parses the YAML file, names its unknown keys by their full name (and leaves
+// them out), and drops empty values, so that a section left empty ("turn:") keeps its defaults
+// instead of hiding them. A file that is not YAML is an error, with the lines around the one
+// the parser names.
+func readConfigFile(path string, keys []configKey) (map[string]any, []error, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("config file %s: %w", path, err)
+		return nil, nil, fmt.Errorf("config file %s: %w", path, err)
 	}
 	var tree map[string]any
 	if err := yaml.Unmarshal(data, &tree); err != nil {
-		return nil, fmt.Errorf("config file %s: not valid YAML: %w", path, err)
+		return nil, nil, fmt.Errorf("config file %s: not valid YAML: %w%s", path, err, yamlContext(err, data))
 	}
 	leaves := map[string]bool{}
 	sections := map[string]bool{}
@@ -246,17 +263,39 @@ func readConfigFile(path string, keys []configKey) (map[string]any, error) {
 					errs = append(errs, fmt.Errorf("%s: expected a section of keys, got %v", name, val))
 				}
 			default:
-				errs = append(errs, fmt.Errorf("%s: unknown key%s", name, suggest(name, keys)))
+				what := "key"
+				if _, ok := val.(map[string]any); ok && prefix == "" {
+					what = "section"
+				}
+				errs = append(errs, fmt.Errorf("%s: unknown %s in %s%s", name, what, path, suggest(name, keys, sections)))
 			}
 		}
 		return out
 	}
 	tree = clean(tree, "")
-	if len(errs) > 0 {
-		sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
-		return nil, fmt.Errorf("config file %s:\n  %w", path, joinLines(errs))
+	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
+	return tree, errs, nil
+}
+
+// yamlContext quotes the lines around the line a YAML error names (the parser names where a
+// block started; the mistake is often on the next line), marking tabs, which YAML refuses.
+func yamlContext(err error, data []byte) string {
+	m := regexp.MustCompile(`line (\d+)`).FindStringSubmatch(err.Error())
+	if m == nil {
+		return ""
 	}
-	return tree, nil
+	n, _ := strconv.Atoi(m[1])
+	lines := strings.Split(string(data), "\n")
+	var b strings.Builder
+	for i := max(n-1, 1); i <= min(n+1, len(lines)); i++ {
+		line := lines[i-1]
+		hint := ""
+		if strings.Contains(line, "\t") {
+			hint = "   <- a tab: YAML indents with spaces"
+		}
+		fmt.Fprintf(&b, "\n    %4d | %s%s", i, strings.ReplaceAll(line, "\t", "→"), hint)
+	}
+	return b.String()
 }
 
 func joinLines(errs []error) error {
@@ -267,8 +306,20 @@ func joinLines(errs []error) error {
 	return errors.New(strings.Join(lines, "\n  "))
 }
 
-// suggest names a known key close to an unknown one: a typo, or a key put in the wrong section.
-func suggest(name string, keys []configKey) string {
+// suggest names a known key or section close to an unknown one: a typo, or a key put in the
+// wrong section.
+func suggest(name string, keys []configKey, sections map[string]bool) string {
+	if !strings.Contains(name, ".") {
+		best, bestDist := "", 3
+		for s := range sections {
+			if d := editDistance(name, s); d < bestDist || (d == bestDist && s < best) {
+				best, bestDist = s, d
+			}
+		}
+		if best != "" {
+			return fmt.Sprintf(" (did you mean %s?)", best)
+		}
+	}
 	leaf := name[strings.LastIndex(name, ".")+1:]
 	best, bestDist := "", 3
 	for _, k := range keys {
@@ -278,6 +329,20 @@ func suggest(name string, keys []configKey) string {
 		}
 		if d := editDistance(name, k.name); d < bestDist {
 			best, bestDist = k.name, d
+		}
+	}
+	if best != "" {
+		return fmt.Sprintf(" (did you mean %s?)", best)
+	}
+	return ""
+}
+
+// suggestEnv names the ICEBOX_* variable closest to an unknown one.
+func suggestEnv(name string, keys []configKey) string {
+	best, bestDist := "", 4
+	for _, k := range keys {
+		if d := editDistance(name, k.envName()); d < bestDist {
+			best, bestDist = k.envName(), d
 		}
 	}
 	if best != "" {
@@ -428,25 +493,33 @@ func decodeValue(from reflect.Type, to reflect.Type, data any) (any, error) {
 	return data, nil
 }
 
-// decodeErrors turns mapstructure's errors into "key: problem" lines.
+// decodeErrors turns mapstructure's errors into "key: problem" lines, one per key: its error
+// tree nests joined errors (one per struct field) inside named DecodeErrors, and a hook's error
+// inside another DecodeError of the same name.
 func decodeErrors(err error) []error {
 	var out []error
-	for _, e := range flattenErrors(err) {
-		var de *mapstructure.DecodeError
-		if errors.As(e, &de) {
-			inner := de.Unwrap()
-			// A hook error arrives wrapped once more in a DecodeError of the same name.
-			for {
-				var again *mapstructure.DecodeError
-				if !errors.As(inner, &again) || again == nil {
-					break
-				}
-				inner = again.Unwrap()
+	var walk func(name string, err error)
+	walk = func(name string, err error) {
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			for _, e := range j.Unwrap() {
+				walk(name, e)
 			}
-			out = append(out, fmt.Errorf("%s: %v", de.Name(), inner))
-			continue
+			return
 		}
-		out = append(out, e)
+		if de, ok := err.(*mapstructure.DecodeError); ok {
+			walk(de.Name(), de.Unwrap())
+			return
+		}
+		if u, ok := err.(interface{ Unwrap() error }); ok && u.Unwrap() != nil {
+			walk(name, u.Unwrap()) // viper's "decoding failed ..." around the tree
+			return
+		}
+		if name == "" {
+			out = append(out, err)
+			return
+		}
+		out = append(out, fmt.Errorf("%s: %v", name, err))
 	}
+	walk("", err)
 	return out
 }

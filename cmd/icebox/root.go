@@ -26,6 +26,7 @@ Start it with "icebox serve"; it runs with no configuration file at all.`,
 	root.AddCommand(
 		newServeCmd(stdout, stderr),
 		newCredentialsCmd(stdout, stderr),
+		newTokenCmd(stdout, stderr),
 		newCheckCmd(stdout),
 		newConfigCmd(stdout, stderr),
 		newVersionCmd(stdout),

@@ -79,6 +79,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- fail (printf "loadBalancer.relayPortMin..relayPortMax: %d ports; a LoadBalancer Service lists each one, keep it between 1 and 1000" (int $n)) -}}
 {{- end -}}
 {{- end -}}
+{{- $mode := toString ((.Values.config.auth).mode) -}}
+{{- if and (eq $mode "none") (not .Values.auth.allowOpen) -}}
+{{- fail "config.auth.mode none: anyone could take TURN credentials and use the relay. Keep jwt (tokens your app server mints; the chart generates the key) or token (auth.tokens), or set auth.allowOpen=true for a lab" -}}
+{{- end -}}
+{{- if and (eq $mode "token") (not .Values.auth.tokens) -}}
+{{- fail "config.auth.mode token needs auth.tokens: the API keys that may get credentials and join" -}}
+{{- end -}}
 {{- $acme := ((.Values.config.acme).enabled) -}}
 {{- if and .Values.config.turn.tls_listen (not .Values.tls.existingSecret) (not .Values.config.http.tls_cert) (not $acme) -}}
 {{- fail "config.turn.tls_listen needs a certificate: set tls.existingSecret (or config.acme.enabled)" -}}
