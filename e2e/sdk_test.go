@@ -152,8 +152,10 @@ func TestSDKSendAndICEFailure(t *testing.T) {
 	browser := newBrowser(t)
 	page, origin := pageServer(t)
 	ok := demoApp(t, settings{"http.allowed_origins": origin})
-	// One relay address for two browsers: relay-only cannot connect.
-	starved := demoApp(t, settings{"http.allowed_origins": origin, "turn.total_quota": "1"})
+	// One relay address for two browsers: relay-only cannot connect. TURN on UDP alone, so
+	// each side tries one allocation and the first to ask takes the address (with TCP too,
+	// each could take one of two transports and hold a relay address).
+	starved := demoApp(t, settings{"http.allowed_origins": origin, "turn.total_quota": "1", "turn.tcp_listen": ""})
 	page.Start()
 	t.Cleanup(page.Close)
 	a := openSDKPage(t, browser, page, ok)
