@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -23,8 +24,11 @@ type Identity struct {
 	Room string
 }
 
-// Authenticator checks tokens per auth.mode, for the credential endpoints and /ws.
-type Authenticator struct {
+// Authenticator checks tokens per auth.mode, for the credential endpoints and /ws. Set
+// replaces the auth section in force (a configuration reload).
+type Authenticator struct{ p atomic.Pointer[authState] }
+
+type authState struct {
 	mode   string
 	tokens [][sha256.Size]byte
 	jwtKey []byte
@@ -32,15 +36,22 @@ type Authenticator struct {
 
 // NewAuthenticator builds an Authenticator from a validated AuthConfig.
 func NewAuthenticator(c AuthConfig) *Authenticator {
-	a := &Authenticator{mode: c.Mode, jwtKey: []byte(c.JWTSecret)}
-	for _, t := range c.Tokens {
-		a.tokens = append(a.tokens, sha256.Sum256([]byte(t)))
-	}
+	a := &Authenticator{}
+	a.Set(c)
 	return a
 }
 
+// Set puts a validated AuthConfig in force: every token checked from now on is checked by it.
+func (a *Authenticator) Set(c AuthConfig) {
+	st := &authState{mode: c.Mode, jwtKey: []byte(c.JWTSecret)}
+	for _, t := range c.Tokens {
+		st.tokens = append(st.tokens, sha256.Sum256([]byte(t)))
+	}
+	a.p.Store(st)
+}
+
 // Mode is the auth.mode in force.
-func (a *Authenticator) Mode() string { return a.mode }
+func (a *Authenticator) Mode() string { return a.p.Load().mode }
 
 // TokenFrom finds the token of r: Authorization: Bearer, else the ?token= parameter, else the
 // first of the extra query parameters given (/turn-credentials takes ?key=).
@@ -61,7 +72,8 @@ func TokenFrom(r *http.Request, extra ...string) string {
 
 // Authenticate checks token per auth.mode.
 func (a *Authenticator) Authenticate(token string) (Identity, error) {
-	switch a.mode {
+	st := a.p.Load()
+	switch st.mode {
 	case AuthToken:
 		if token == "" {
 			return Identity{}, ErrMissingToken
@@ -70,7 +82,7 @@ func (a *Authenticator) Authenticate(token string) (Identity, error) {
 		// every configured token is compared.
 		got := sha256.Sum256([]byte(token))
 		match := 0
-		for _, want := range a.tokens {
+		for _, want := range st.tokens {
 			match |= subtle.ConstantTimeCompare(got[:], want[:])
 		}
 		if match != 1 {
@@ -81,7 +93,7 @@ func (a *Authenticator) Authenticate(token string) (Identity, error) {
 		if token == "" {
 			return Identity{}, ErrMissingToken
 		}
-		return a.parseJWT(token)
+		return st.parseJWT(token)
 	}
 	return Identity{}, nil
 }
@@ -92,7 +104,7 @@ type claims struct {
 	Room string `json:"room,omitempty"`
 }
 
-func (a *Authenticator) parseJWT(token string) (Identity, error) {
+func (a *authState) parseJWT(token string) (Identity, error) {
 	var c claims
 	_, err := jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return a.jwtKey, nil },
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}), // none, RS256, ... refused

@@ -18,10 +18,9 @@ type ServiceOptions struct {
 	TTL       time.Duration // credentials.ttl
 	Endpoints Endpoints
 	Auth      *Authenticator
-	// Origins, Proxies and Limiter are the http section (allowed_origins, trusted_proxies,
-	// rate_limit), compiled once and shared with /ws.
-	Origins  httpapi.Origins
-	Proxies  httpapi.Proxies
+	// Access and Limiter are the http section (allowed_origins and trusted_proxies,
+	// rate_limit), compiled once and shared with /ws; a reload changes them in place.
+	Access   *httpapi.Access
 	Limiter  *httpapi.RateLimiter
 	Logger   *slog.Logger
 	Registry prometheus.Registerer
@@ -31,11 +30,10 @@ type ServiceOptions struct {
 // whoever auth.mode lets in, from allowed origins, within the rate limit.
 type Service struct {
 	secrets   *Secrets
-	ttl       time.Duration
+	ttl       atomic.Int64 // credentials.ttl
 	endpoints Endpoints
 	auth      *Authenticator
-	origins   httpapi.Origins
-	proxies   httpapi.Proxies
+	access    *httpapi.Access
 	limiter   *httpapi.RateLimiter
 	log       *slog.Logger
 	refusals  *httpapi.RefusalLog
@@ -48,8 +46,8 @@ type Service struct {
 // NewService builds the credential endpoints; register them with Register.
 func NewService(o ServiceOptions) *Service {
 	s := &Service{
-		secrets: o.Secrets, ttl: o.TTL, endpoints: o.Endpoints, auth: o.Auth,
-		origins: o.Origins, proxies: o.Proxies, limiter: o.Limiter, log: o.Logger,
+		secrets: o.Secrets, endpoints: o.Endpoints, auth: o.Auth,
+		access: o.Access, limiter: o.Limiter, log: o.Logger,
 		refusals: httpapi.NewRefusalLog(o.Logger, "credentials: refused"),
 		issued: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_credentials_issued_total",
@@ -60,9 +58,19 @@ func NewService(o ServiceOptions) *Service {
 			Help: "Credential requests refused, by reason (bad-request, unauthorized, forbidden, rate-limited, unavailable).",
 		}, []string{"reason"}),
 	}
+	if s.access == nil {
+		s.access = httpapi.NewAccess(httpapi.Origins{}, nil)
+	}
+	s.SetTTL(o.TTL)
 	o.Registry.MustRegister(s.issued, s.refused)
 	return s
 }
+
+// SetTTL changes credentials.ttl for the credentials minted from now on (a configuration
+// reload); those already out keep the expiry they carry.
+func (s *Service) SetTTL(ttl time.Duration) { s.ttl.Store(int64(ttl)) }
+
+func (s *Service) lifetime() time.Duration { return time.Duration(s.ttl.Load()) }
 
 // Register adds /ice-config and /turn-credentials to mux.
 func (s *Service) Register(mux *http.ServeMux) {
@@ -126,7 +134,7 @@ func (s *Service) guard(endpoint string, h handler) http.Handler {
 
 // check is everything before authentication.
 func (s *Service) check(w http.ResponseWriter, r *http.Request) error {
-	if e := s.origins.CORS(w, r); e != nil {
+	if e := s.access.Origins().CORS(w, r); e != nil {
 		return e
 	}
 	switch r.Method {
@@ -142,7 +150,7 @@ func (s *Service) check(w http.ResponseWriter, r *http.Request) error {
 		return &httpapi.Error{Status: http.StatusServiceUnavailable, Code: httpapi.CodeUnavailable,
 			Message: "this node is shutting down; try another", RetryAfter: 5 * time.Second}
 	}
-	if ok, wait := s.limiter.Allow(s.proxies.Client(r), time.Now()); !ok {
+	if ok, wait := s.limiter.Allow(s.access.Proxies().Client(r), time.Now()); !ok {
 		return &httpapi.Error{Status: http.StatusTooManyRequests, Code: httpapi.CodeRateLimited,
 			Message: "too many requests; slow down (http.rate_limit)", RetryAfter: wait}
 	}
@@ -161,7 +169,7 @@ type ICEConfig struct {
 func (s *Service) NewICEConfig(cred Credential) ICEConfig {
 	return ICEConfig{
 		ICEServers: s.endpoints.ICEServers(cred),
-		TTL:        int64(s.ttl / time.Second),
+		TTL:        int64(s.lifetime() / time.Second),
 		ExpiresAt:  cred.Expires.UTC(),
 	}
 }
@@ -172,7 +180,7 @@ func (s *Service) Mint(id Identity) Credential {
 	if user == "" {
 		user = RandomUser()
 	}
-	return s.secrets.Mint(user, s.ttl, time.Now())
+	return s.secrets.Mint(user, s.lifetime(), time.Now())
 }
 
 func (s *Service) iceConfig(w http.ResponseWriter, r *http.Request, id Identity) error {
@@ -209,7 +217,7 @@ func (s *Service) turnCredentials(w http.ResponseWriter, r *http.Request, id Ide
 	// The user part is who auth proves (a JWT sub), else one of the server's choosing: the
 	// draft's username parameter is ignored, because a caller that could name any user could
 	// fill that user's turn.user_quota with credentials of its own.
-	httpapi.WriteJSON(w, http.StatusOK, NewTURNCredentials(s.Mint(id), s.ttl, s.endpoints))
+	httpapi.WriteJSON(w, http.StatusOK, NewTURNCredentials(s.Mint(id), s.lifetime(), s.endpoints))
 	return nil
 }
 

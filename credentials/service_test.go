@@ -64,8 +64,7 @@ func start(t *testing.T, s setup) (*httptest.Server, *credentials.Service) {
 	}
 	svc := credentials.NewService(credentials.ServiceOptions{
 		Secrets: s.secrets, TTL: 24 * time.Hour, Endpoints: s.endpoints,
-		Auth: credentials.NewAuthenticator(s.auth), Origins: origins, Limiter: httpapi.NewRateLimiter(s.rate),
-		Proxies: proxies, Logger: slog.New(slog.NewTextHandler(cmp.Or(s.log, io.Writer(io.Discard)), nil)),
+		Auth: credentials.NewAuthenticator(s.auth), Access: httpapi.NewAccess(origins, proxies), Limiter: httpapi.NewRateLimiter(s.rate), Logger: slog.New(slog.NewTextHandler(cmp.Or(s.log, io.Writer(io.Discard)), nil)),
 		Registry: prometheus.NewRegistry(),
 	})
 	mux := http.NewServeMux()

@@ -35,10 +35,43 @@ func TestRateLimiter(t *testing.T) {
 	if n := len(l.clients); n != 1 {
 		t.Errorf("clients after a sweep: got %d, want 1", n)
 	}
-	var off *RateLimiter = NewRateLimiter(0)
-	if off != nil {
-		t.Errorf("rate 0: want no limiter")
-	} else if ok, _ := off.Allow(a, now); !ok {
-		t.Errorf("rate 0 refused a request")
+	for _, off := range []*RateLimiter{NewRateLimiter(0), nil} {
+		for range 10 {
+			if ok, _ := off.Allow(a, now); !ok {
+				t.Fatalf("rate 0 refused a request")
+			}
+		}
+	}
+}
+
+// TestRateLimiterSetRate: a reload's new rate applies to clients already seen, turning the
+// limit off lets everyone through, and turning it on again limits from a full burst.
+func TestRateLimiterSetRate(t *testing.T) {
+	l := NewRateLimiter(1) // burst 2
+	a := ClientOf(netip.MustParseAddr("198.51.100.1"))
+	now := time.Unix(1000, 0)
+	take := func() (n int) {
+		for range 100 {
+			if ok, _ := l.Allow(a, now); ok {
+				n++
+			}
+		}
+		return n
+	}
+	if n := take(); n != 2 {
+		t.Fatalf("rate 1: %d passed at once, want the burst of 2", n)
+	}
+	l.SetRate(10) // burst 20: the bucket refills at the new rate
+	now = now.Add(time.Second)
+	if n := take(); n != 10 {
+		t.Errorf("a second after raising to 10/s: %d passed, want 10", n)
+	}
+	l.SetRate(0)
+	if n := take(); n != 100 {
+		t.Errorf("limit off: %d of 100 passed", n)
+	}
+	l.SetRate(1)
+	if n := take(); n != 2 {
+		t.Errorf("limit on again: %d passed at once, want the burst of 2", n)
 	}
 }

@@ -25,7 +25,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusBadRequest, httpapi.CodeBadRequest, "/ws is a WebSocket endpoint", 0)
 		return
 	}
-	if e := h.origins.Refuse(r); e != nil {
+	if e := h.access.Origins().Refuse(r); e != nil {
 		refuse(e.Status, e.Code, e.Message, 0)
 		return
 	}
@@ -38,7 +38,8 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	resume := q.Get("resume")
 	last, lastErr := strconv.ParseUint(q.Get("last"), 10, 64)
-	client := h.proxies.Client(r)
+	client := h.access.Proxies().Client(r)
+	maxConns := h.limits.Load().maxConnsPerIP
 
 	h.mu.Lock()
 	// A resume of a session this client already holds takes no new slot.
@@ -53,7 +54,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.mu.Unlock()
 		refuse(http.StatusServiceUnavailable, httpapi.CodeUnavailable, "this node is shutting down; try another", 5*time.Second)
 		return
-	case reserve && h.cfg.MaxConnsPerIP > 0 && h.clients[client] >= h.cfg.MaxConnsPerIP:
+	case reserve && maxConns > 0 && h.clients[client] >= maxConns:
 		h.mu.Unlock()
 		refuse(http.StatusTooManyRequests, httpapi.CodeRateLimited,
 			"too many sessions from this address, connected or waiting for a resume (signaling.max_conns_per_ip)", 10*time.Second)

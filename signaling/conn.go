@@ -29,8 +29,8 @@ type conn struct {
 	h  *Hub
 	s  *session // set before start
 
-	limit   *rate.Limiter // signaling.rate_limit
-	strikes *rate.Limiter // how many rate-limited messages are tolerated before closing with 1008
+	limit   atomic.Pointer[rate.Limiter] // signaling.rate_limit
+	strikes *rate.Limiter                // how many rate-limited messages are tolerated before closing with 1008
 
 	wmu      sync.Mutex  // serialises writes
 	flushing atomic.Bool // a flush goroutine is running
@@ -51,14 +51,24 @@ type conn struct {
 
 func newConn(h *Hub, ws *websocket.Conn) *conn {
 	c := &conn{ws: ws, h: h, closing: make(chan struct{}), readerDone: make(chan struct{})}
-	if r := h.cfg.RateLimit; r > 0 {
-		c.limit = rate.NewLimiter(rate.Limit(r), max(int(2*r), 1))
-	}
+	c.setRate(h.limits.Load().rateLimit)
 	// Ten rate-limited messages at once, then one a second, are tolerated; past that the client
 	// is not slowing down and is closed.
 	c.strikes = rate.NewLimiter(1, 10)
 	c.ping = h.clock.AfterFunc(h.cfg.PingInterval, c.sendPing) // waits for c.wmu: after the welcome
 	return c
+}
+
+// setRate puts signaling.rate_limit (messages a second, burst twice that; 0 is off) in force
+// for this connection's next messages.
+func (c *conn) setRate(r float64) {
+	lim := rate.Limit(r)
+	if r <= 0 {
+		lim = rate.Inf
+	}
+	if old := c.limit.Load(); old == nil || old.Limit() != lim {
+		c.limit.Store(rate.NewLimiter(lim, max(int(2*r), 1)))
+	}
 }
 
 // hello writes the welcome, before anything from the mailbox: the caller holds c.wmu from
@@ -271,9 +281,9 @@ func readAll(r io.Reader, b []byte) ([]byte, error) {
 
 // dispatch handles one frame.
 func (c *conn) dispatch(kind int, frame []byte) {
-	if c.limit != nil && !c.limit.Allow() {
+	if !c.limit.Load().Allow() {
 		m, _ := decode(frame)
-		c.answer(m, protoErr(protocol.CodeRateLimited, "more than %v messages a second", c.h.cfg.RateLimit))
+		c.answer(m, protoErr(protocol.CodeRateLimited, "more than %v messages a second", float64(c.limit.Load().Limit())))
 		if !c.strikes.Allow() { // it keeps going: close with 1008
 			c.close(websocket.ClosePolicyViolation, "rate limit exceeded again and again", nil, "policy")
 		}

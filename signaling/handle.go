@@ -38,9 +38,10 @@ func (h *Hub) handle(s *session, m protocol.Message) *protocolError {
 			s.mu.Unlock()
 			h.reply(s, encode(protocol.Joined{Type: protocol.TypeJoined, Room: m.Room, Peers: before, Re: m.ID}))
 		}
-		_, err := h.bus.Join(ctx, m.Room, protocol.Member{Peer: s.peer, Meta: m.Meta}, h.cfg.MaxRoomSize, joined)
+		size := h.limits.Load().maxRoomSize
+		_, err := h.bus.Join(ctx, m.Room, protocol.Member{Peer: s.peer, Meta: m.Meta}, size, joined)
 		if errors.Is(err, ErrRoomFull) {
-			return protoErr(protocol.CodeRoomFull, "room %q has %d peers, the most it takes", m.Room, h.cfg.MaxRoomSize)
+			return protoErr(protocol.CodeRoomFull, "room %q has %d peers, the most it takes", m.Room, size)
 		}
 		if err != nil {
 			return h.unavailable(err)

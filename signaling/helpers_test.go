@@ -102,8 +102,7 @@ func start(t testing.TB, o serverOptions) *server {
 		Sessions: store,
 		Clock:    o.clock,
 		Auth:     credentials.NewAuthenticator(o.auth),
-		Origins:  origins,
-		Proxies:  proxies,
+		Access:   httpapi.NewAccess(origins, proxies),
 		ICE: func(credentials.Identity) ([]credentials.ICEServer, int64) {
 			return []credentials.ICEServer{{URLs: []string{"stun:127.0.0.1:3478"}}}, 86400
 		},

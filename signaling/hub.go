@@ -27,9 +27,9 @@ type Options struct {
 	Sessions SessionStore
 	// Auth checks the token of each connection (auth.mode).
 	Auth *credentials.Authenticator
-	// Origins and Proxies are the http section's origin policy and trusted proxies.
-	Origins httpapi.Origins
-	Proxies httpapi.Proxies
+	// Access is the http section's origin policy and trusted proxies (nil: same-origin only,
+	// no proxies).
+	Access *httpapi.Access
 	// ICE returns the iceServers and ttl of the welcome, for the connection's identity:
 	// the same as /ice-config would give it.
 	ICE func(credentials.Identity) ([]credentials.ICEServer, int64)
@@ -45,12 +45,14 @@ type Options struct {
 // Hub is the signaling service of one node: it speaks the protocol with the WebSocket
 // connections of this node and keeps their sessions; rooms and delivery are the Bus's.
 type Hub struct {
-	cfg     Config
-	bus     Bus
-	store   SessionStore // nil: sessions live and die on this node
-	auth    *credentials.Authenticator
-	origins httpapi.Origins
-	proxies httpapi.Proxies
+	cfg    Config
+	bus    Bus
+	store  SessionStore // nil: sessions live and die on this node
+	auth   *credentials.Authenticator
+	access *httpapi.Access
+	// limits are the keys a reload changes: rate_limit, max_conns_per_ip, max_room_size
+	// (h.cfg keeps the values of the start for the others).
+	limits  atomic.Pointer[limits]
 	ice     func(credentials.Identity) ([]credentials.ICEServer, int64)
 	mint    func(httpapi.Client) (bool, time.Duration)
 	clock   Clock
@@ -97,11 +99,15 @@ func New(cfg Config, o Options) (*Hub, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	h := &Hub{
-		cfg: cfg, bus: o.Bus, store: o.Sessions, auth: o.Auth, origins: o.Origins, proxies: o.Proxies, ice: o.ICE,
+		cfg: cfg, bus: o.Bus, store: o.Sessions, auth: o.Auth, access: o.Access, ice: o.ICE,
 		mint: o.MintLimit, clock: o.Clock, log: o.Logger,
 		sessions: map[string]*session{}, tokens: map[string]*session{},
 		conns: map[*conn]struct{}{}, clients: map[httpapi.Client]int{}, done: make(chan struct{}),
 	}
+	if h.access == nil {
+		h.access = httpapi.NewAccess(httpapi.Origins{}, nil)
+	}
+	h.limits.Store(limitsOf(cfg))
 	h.refusals = httpapi.NewRefusalLog(o.Logger, "signaling: refused")
 	h.life, h.stop = context.WithCancel(context.Background())
 	if h.store != nil {
@@ -117,6 +123,57 @@ func New(cfg Config, o Options) (*Hub, error) {
 		CheckOrigin:       func(*http.Request) bool { return true }, // checked before, with a JSON 403
 	}
 	return h, nil
+}
+
+// limits are the signaling keys a configuration reload changes in place.
+type limits struct {
+	rateLimit     float64 // rate_limit: for every connection, from the next message on
+	maxConnsPerIP int     // max_conns_per_ip: for new connections
+	maxRoomSize   int     // max_room_size: for new joins
+}
+
+func limitsOf(c Config) *limits {
+	return &limits{rateLimit: c.RateLimit, maxConnsPerIP: c.MaxConnsPerIP, maxRoomSize: c.MaxRoomSize}
+}
+
+// Reload puts the keys of c that change in place in force: rate_limit (every connection's
+// limit, from its next message on), max_conns_per_ip (new connections; a client above a
+// lowered limit keeps its sessions) and max_room_size (new joins; fuller rooms keep their
+// peers). It returns the other keys that differ from the running configuration: they need a
+// restart and keep their value.
+func (h *Hub) Reload(c Config) (restart []string, err error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	l := limitsOf(c)
+	h.mu.Lock()
+	h.limits.Store(l)
+	conns := make([]*conn, 0, len(h.conns))
+	for c := range h.conns {
+		conns = append(conns, c)
+	}
+	h.mu.Unlock()
+	for _, c := range conns {
+		c.setRate(l.rateLimit)
+	}
+	old := h.cfg
+	for _, k := range []struct {
+		key     string
+		changed bool
+	}{
+		{"resume_grace", old.ResumeGrace != c.ResumeGrace},
+		{"max_message_bytes", old.MaxMessageBytes != c.MaxMessageBytes},
+		{"max_queued_bytes", old.MaxQueuedBytes != c.MaxQueuedBytes},
+		{"max_queued_bytes_total", old.MaxQueuedBytesTotal != c.MaxQueuedBytesTotal},
+		{"ping_interval", old.PingInterval != c.PingInterval},
+		{"pong_timeout", old.PongTimeout != c.PongTimeout},
+		{"redis_url", old.RedisURL != c.RedisURL},
+	} {
+		if k.changed {
+			restart = append(restart, k.key)
+		}
+	}
+	return restart, nil
 }
 
 // busContext is the context of one bus call.

@@ -4,8 +4,6 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-
-	"github.com/icebox-rtc/icebox/credentials"
 )
 
 // listener is the state of one of the TURN listeners, one per transport (udp, tcp or tls):
@@ -81,7 +79,7 @@ func (t *listener) onAllocationCreated(src, _ net.Addr, _, username, _ string, r
 		user = r.quotaUser
 	}
 	if user == "" {
-		user = credentials.QuotaUser(username)
+		user = t.s.quota.key(username, src)
 		t.s.quota.take(user)
 	}
 	if old := t.allocs[key]; old != nil {

@@ -3,15 +3,31 @@ package stunturn
 import (
 	"net"
 	"sync"
+	"sync/atomic"
 
 	"github.com/icebox-rtc/icebox/credentials"
+	"github.com/icebox-rtc/icebox/httpapi"
 )
 
-// quotas counts allocations per credential user for turn.user_quota.
+// quotas counts allocations per credential user for turn.user_quota, or per client address
+// when credentials name no one (byClient).
 type quotas struct {
-	mu    sync.Mutex
-	limit int // 0: unlimited
-	n     map[string]int
+	byClient atomic.Bool
+	mu       sync.Mutex
+	limit    int // 0: unlimited
+	n        map[string]int
+}
+
+// key is who an Allocate of username from src counts against: the credential's user, or with
+// byClient the client (an IPv4 address, an IPv6 /64), so that fresh identities from one
+// address share one quota.
+func (q *quotas) key(username string, src net.Addr) string {
+	if q.byClient.Load() {
+		if ap, ok := addrPort(src); ok {
+			return "client " + httpapi.ClientOf(ap.Addr()).String()
+		}
+	}
+	return credentials.QuotaUser(username)
 }
 
 // setLimit changes turn.user_quota: users above a lowered limit keep what they hold and get
@@ -48,7 +64,7 @@ func (q *quotas) release(user string) {
 
 // quotaHandler is pion's QuotaHandler: it reserves a turn.user_quota slot for the Allocate.
 func (t *listener) quotaHandler(username, _ string, src net.Addr) bool {
-	user := credentials.QuotaUser(username)
+	user := t.s.quota.key(username, src)
 	if !t.s.quota.reserve(user) {
 		t.s.metrics.allocateRefused.WithLabelValues(refusedUserQuota).Inc()
 		return false

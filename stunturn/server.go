@@ -51,6 +51,10 @@ type Options struct {
 	// MaxFiles is the file descriptor limit TURN's connections and relay sockets are budgeted
 	// against (fileBudget); 0 reads the process's RLIMIT_NOFILE.
 	MaxFiles int
+	// QuotaByClient counts turn.user_quota per client address (an IPv4 address, an IPv6 /64)
+	// instead of per credential user: for auth modes whose credentials name no one, where each
+	// request gets a fresh random user. SetQuotaByClient changes it.
+	QuotaByClient bool
 	// Now is the time credentials are checked against (their expiry, max_ttl); nil: the
 	// system clock. Tests move it to expire a credential without waiting.
 	Now func() time.Time
@@ -111,6 +115,7 @@ func New(c Config, o Options) (*Server, error) {
 		s.now = time.Now
 	}
 	s.limits.set(c, o.MaxTTL)
+	s.quota.byClient.Store(o.QuotaByClient)
 	s.policy = newPeerPolicy(c, &portSet{}, o.PublicIP)
 	s.relays = newRelayAllocator(c, o.PublicIP, s.policy, s.files, s.metrics, o.Logger)
 	o.Registry.MustRegister(newRelayCollector(s.relays), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -241,6 +246,10 @@ func (s *Server) Reload(c Config, maxTTL time.Duration) error {
 	s.cfg.RelayPortMin, s.cfg.RelayPortMax = running.RelayPortMin, running.RelayPortMax
 	return nil
 }
+
+// SetQuotaByClient changes Options.QuotaByClient (auth.mode reloaded): allocations from now on
+// count against the new key; those held keep counting against theirs until they end.
+func (s *Server) SetQuotaByClient(on bool) { s.quota.byClient.Store(on) }
 
 // RunningConfig is the running configuration: the last reload's, with the keys that need a restart as
 // they were at start.

@@ -533,3 +533,54 @@ func waitMetric(t *testing.T, reg *prometheus.Registry, name, label, value strin
 	t.Helper()
 	return turntest.WaitMetric(t, reg, name, label, value, want)
 }
+
+// TestUserQuotaByClient: with credentials that name no one (auth.mode none, token) the quota
+// counts per client address, so fresh identities from one address share it; another address
+// has its own; switched off (auth.mode reloaded to jwt), the user counts again, and the
+// allocations held under the address still give their slot back when they end.
+func TestUserQuotaByClient(t *testing.T) {
+	cfg := turntest.Config()
+	cfg.UserQuota = 2
+	srv := turntest.Start(t, turntest.Options{Config: &cfg, QuotaByClient: true})
+	from := func(addr string) *turnclient.Client {
+		c, err := turnclient.Dial("udp", srv.UDP, turnclient.Options{LocalAddr: netip.MustParseAddr(addr)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.Close)
+		return c
+	}
+	fresh := func(c *turnclient.Client) error {
+		cred := srv.Credential(credentials.RandomUser(), time.Hour)
+		_, err := c.Allocate(cred.Username, cred.Password)
+		return err
+	}
+	var held []*turnclient.Client
+	for i := range 2 {
+		c := from("127.0.0.1")
+		if err := fresh(c); err != nil {
+			t.Fatalf("allocation %d from 127.0.0.1: %v", i+1, err)
+		}
+		held = append(held, c)
+	}
+	if err := fresh(from("127.0.0.1")); errorCode(err) != stun.CodeAllocQuotaReached {
+		t.Fatalf("a third fresh identity from 127.0.0.1: got %v, want 486", err)
+	}
+	if err := fresh(from("127.0.0.2")); err != nil {
+		t.Fatalf("another address has its own quota: %v", err)
+	}
+	srv.SetQuotaByClient(false)
+	if err := fresh(from("127.0.0.1")); err != nil {
+		t.Fatalf("counted per user again: %v", err)
+	}
+	srv.SetQuotaByClient(true)
+	if err := held[0].Refresh(0); err != nil {
+		t.Fatal(err)
+	}
+	if err := fresh(from("127.0.0.1")); err != nil {
+		t.Fatalf("after one of the address's allocations ended: %v", err)
+	}
+	if err := fresh(from("127.0.0.1")); errorCode(err) != stun.CodeAllocQuotaReached {
+		t.Fatalf("the address at its quota again: got %v, want 486", err)
+	}
+}

@@ -56,11 +56,19 @@ type app struct {
 	acme       *acme.Manager                    // nil when acme.enabled is off
 	secrets    *credentials.Secrets
 	auth       *credentials.Authenticator
+	access     *httpapi.Access      // http.allowed_origins and trusted_proxies in force
+	limiter    *httpapi.RateLimiter // http.rate_limit
+	certs      *certReloader        // http.tls_cert and tls_key; nil without them
 	creds      *credentials.Service
 	hub        *signaling.Hub
 	components []namedComponent
 	// drainers learn that shutdown began, besides the components.
 	drainers []interface{ Drain() }
+
+	// shutdown is the shutdown section in force (a reload changes it).
+	shutdown atomic.Pointer[ShutdownConfig]
+	// reloader re-reads the configuration; nil until serve sets it up.
+	reloader *reloader
 
 	ready    atomic.Bool // every component serving and not draining: /readyz 200
 	draining atomic.Bool
@@ -99,6 +107,7 @@ func newApp(cfg Config, comp compiled, log *slog.Logger, info buildInfo) (a *app
 		registry: prometheus.NewRegistry(),
 		mux:      http.NewServeMux(),
 	}
+	a.shutdown.Store(&cfg.Shutdown)
 	defer func() {
 		if err != nil {
 			a.closeAll()
@@ -128,11 +137,10 @@ func newApp(cfg Config, comp compiled, log *slog.Logger, info buildInfo) (a *app
 		}),
 	)
 
-	var certs *certReloader
 	var source certSource // what TLS listeners serve: the files, or ACME's certificate
 	if comp.cert != nil {
-		certs = newCertReloader(cfg.HTTP.TLSCert, cfg.HTTP.TLSKey, comp.cert, log)
-		source = certs
+		a.certs = newCertReloader(cfg.HTTP.TLSCert, cfg.HTTP.TLSKey, comp.cert, log)
+		source = a.certs
 	}
 	// The edge and ACME's HTTP-01 port are bound first: ACME answers its challenges on them.
 	var edgeLn, acmeHTTPLn net.Listener
@@ -175,15 +183,15 @@ func newApp(cfg Config, comp compiled, log *slog.Logger, info buildInfo) (a *app
 		return a, err
 	}
 	a.auth = credentials.NewAuthenticator(cfg.Auth)
-	proxies := httpapi.Proxies(cfg.HTTP.TrustedProxies)
+	a.access = httpapi.NewAccess(comp.origins, httpapi.Proxies(cfg.HTTP.TrustedProxies))
+	a.limiter = httpapi.NewRateLimiter(cfg.HTTP.RateLimit)
 	a.creds = credentials.NewService(credentials.ServiceOptions{
 		Secrets:   a.secrets,
 		TTL:       cfg.Credentials.TTL,
 		Endpoints: a.endpoints(),
 		Auth:      a.auth,
-		Origins:   comp.origins,
-		Proxies:   proxies,
-		Limiter:   httpapi.NewRateLimiter(cfg.HTTP.RateLimit),
+		Access:    a.access,
+		Limiter:   a.limiter,
 		Logger:    log.With("component", "credentials"),
 		Registry:  a.registry,
 	})
@@ -213,8 +221,7 @@ func newApp(cfg Config, comp compiled, log *slog.Logger, info buildInfo) (a *app
 		Bus:       bus,
 		Sessions:  sessions,
 		Auth:      a.auth,
-		Origins:   comp.origins,
-		Proxies:   proxies,
+		Access:    a.access,
 		ICE:       a.creds.WelcomeICE,
 		MintLimit: a.creds.AllowMint,
 		Logger:    log.With("component", "signaling"),
@@ -248,7 +255,7 @@ func newApp(cfg Config, comp compiled, log *slog.Logger, info buildInfo) (a *app
 		return a, fmt.Errorf("http.listen: %w", err)
 	}
 	handler := instrument(a.mux, a.registry)
-	a.http = newHTTPServer(ln, handler, certs, log)
+	a.http = newHTTPServer(ln, handler, a.certs, log)
 	a.components = append(a.components, namedComponent{"http", a.http})
 	if a.edge != nil {
 		// The edge terminates TLS: its HTTPS listener yields connections past the handshake.
@@ -338,8 +345,10 @@ func (a *app) startTURN(source certSource) (err error) {
 		Secrets:  a.secrets,
 		MaxTTL:   a.cfg.Credentials.MaxTTL,
 		PublicIP: a.public.IP,
-		Logger:   a.log,
-		Registry: a.registry,
+		// Credentials of modes none and token name no one: the quota counts per client.
+		QuotaByClient: a.cfg.Auth.Mode != credentials.AuthJWT,
+		Logger:        a.log,
+		Registry:      a.registry,
 	}
 	defer func() {
 		if err == nil {
@@ -430,10 +439,8 @@ func (a *app) logServing() {
 		a.log.Warn("public_ip was detected as a private or loopback address: clients elsewhere cannot reach it; set public_host and public_ip",
 			"public_ip", a.public.IP.String())
 	}
-	if a.cfg.Auth.Mode == credentials.AuthNone && !isLoopbackHost(a.public.Host) {
-		a.log.Warn("auth.mode is none on a host others can reach: anyone may take TURN credentials and use this relay. "+
-			"Set auth.mode jwt (tokens your app server mints; icebox token --sub you, to try) or token",
-			"public_host", a.public.Host)
+	if a.cfg.Auth.Mode == credentials.AuthNone {
+		a.warnOpenRelay()
 	}
 	e := a.endpoints()
 	for _, l := range []struct {
@@ -467,6 +474,15 @@ func (a *app) logServing() {
 		a.log.Info("serving acme http-01 challenges; other requests redirected to https", "listen", a.cfg.ACME.HTTPListen)
 	}
 	a.logPage()
+}
+
+// warnOpenRelay warns, when auth.mode is none, if the host is one others can reach.
+func (a *app) warnOpenRelay() {
+	if !isLoopbackHost(a.public.Host) {
+		a.log.Warn("auth.mode is none on a host others can reach: anyone may take TURN credentials and use this relay. "+
+			"Set auth.mode jwt (tokens your app server mints; icebox token --sub you, to try) or token",
+			"public_host", a.public.Host)
+	}
 }
 
 // logPage logs the URL to open in a browser, and warns when the page there would not be a
@@ -516,10 +532,11 @@ func (a *app) run(ctx context.Context) error {
 		a.log.Info("icebox ready")
 	}
 
-	drain := a.cfg.Shutdown.Drain
+	sh := *a.shutdown.Load()
+	drain := sh.Drain
 	select {
 	case <-ctx.Done():
-		a.log.Info("shutting down: draining", "drain", formatDuration(drain), "timeout", formatDuration(a.cfg.Shutdown.Timeout),
+		a.log.Info("shutting down: draining", "drain", formatDuration(drain), "timeout", formatDuration(sh.Timeout),
 			"hint", "send the signal again to exit at once")
 	case <-failed:
 		a.log.Error("a server failed; shutting down")
@@ -536,7 +553,7 @@ func (a *app) run(ctx context.Context) error {
 	}
 
 	// A fresh context: the one that started the shutdown is already done.
-	sctx, cancel := context.WithTimeout(context.Background(), a.cfg.Shutdown.Timeout)
+	sctx, cancel := context.WithTimeout(context.Background(), sh.Timeout)
 	defer cancel()
 	for i := len(a.components) - 1; i >= 0; i-- {
 		c := a.components[i]

@@ -96,7 +96,7 @@ func (a *app) routeOps() {
 		switch {
 		case a.draining.Load():
 			httpapi.WriteError(w, &httpapi.Error{Status: http.StatusServiceUnavailable, Code: "draining",
-				Message: "icebox is shutting down", RetryAfter: a.cfg.Shutdown.Drain + time.Second})
+				Message: "icebox is shutting down", RetryAfter: a.shutdown.Load().Drain + time.Second})
 		case !a.ready.Load():
 			httpapi.WriteError(w, &httpapi.Error{Status: http.StatusServiceUnavailable, Code: "starting",
 				Message: "icebox is starting"})
@@ -105,7 +105,14 @@ func (a *app) routeOps() {
 				httpapi.WriteError(w, &httpapi.Error{Status: http.StatusServiceUnavailable, Code: code, Message: err.Error()})
 				return
 			}
-			httpapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+			body := struct {
+				Status string        `json:"status"`
+				Reload *reloadResult `json:"reload,omitempty"` // the last configuration reload
+			}{Status: "ready"}
+			if a.reloader != nil {
+				body.Reload = a.reloader.lastResult()
+			}
+			httpapi.WriteJSON(w, http.StatusOK, body)
 		}
 	})
 	// Every other path: the contract's JSON error, not net/http's plain text.

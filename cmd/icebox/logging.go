@@ -21,13 +21,16 @@ func parseLevel(s string) (slog.Level, error) {
 	return 0, fmt.Errorf("unknown level %q (want debug, info, warn or error)", s)
 }
 
-// newLogger builds the one logger every package receives, per log.level and log.format.
-// The configuration is validated before, so an unknown level or format cannot reach here.
-func newLogger(c LogConfig, w io.Writer) *slog.Logger {
-	level, _ := parseLevel(c.Level)
+// newLogger builds the one logger every package receives, per log.level and log.format; the
+// level can change while it runs (a reload). The configuration is validated before, so an
+// unknown level or format cannot reach here.
+func newLogger(c LogConfig, w io.Writer) (*slog.Logger, *slog.LevelVar) {
+	level := new(slog.LevelVar)
+	l, _ := parseLevel(c.Level)
+	level.Set(l)
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		return slog.New(slog.NewJSONHandler(w, opts)), level
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(slog.NewTextHandler(w, opts)), level
 }

@@ -20,16 +20,26 @@ HTTP on :8080, STUN/TURN on :3478 (UDP and TCP), and a random TURN secret.
 
 SIGINT or SIGTERM starts a graceful shutdown: /readyz turns 503, new work is refused
 for shutdown.drain while calls in progress go on, then everything closes within
-shutdown.timeout. A second signal exits at once.`,
+shutdown.timeout. A second signal exits at once.
+
+SIGHUP (systemctl reload icebox), or a change of the configuration file, reloads the
+configuration: secrets, auth, origins, rate limits, quotas, peer lists, the log level and
+certificates change in place, without closing a connection or an allocation. A file with
+any invalid value is refused whole and the running configuration stays; keys that need a
+restart (listen addresses, the relay range, redis_url) are logged and keep their value.`,
 		Args: cobra.NoArgs,
 	}
 	cf := addConfigFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		// From the start: a SIGHUP while icebox starts is a reload once it runs, not the end.
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
 		l, err := cf.load()
 		if err != nil {
 			return err
 		}
-		log := newLogger(l.cfg.Log, stderr)
+		log, level := newLogger(l.cfg.Log, stderr)
 		for _, w := range l.warnings {
 			log.Warn(w)
 		}
@@ -49,6 +59,8 @@ shutdown.timeout. A second signal exits at once.`,
 		defer stop()
 		ctx, cancel := context.WithCancel(cmd.Context())
 		defer cancel()
+		a.reloader = newReloader(a, cf.load, level)
+		a.watchReloads(ctx, hup, l.file)
 		go func() {
 			<-sig.Done()
 			// Give the signals their default action back before the drain starts, so that a
@@ -62,6 +74,35 @@ shutdown.timeout. A second signal exits at once.`,
 		return nil
 	}
 	return cmd
+}
+
+// watchReloads reloads the configuration on SIGHUP and when file (if any) changes, one reload
+// at a time, until ctx ends.
+func (a *app) watchReloads(ctx context.Context, hup <-chan os.Signal, file string) {
+	changed := make(chan struct{}, 1)
+	if file != "" {
+		err := watchFile(ctx, file, a.log, func() {
+			select {
+			case changed <- struct{}{}:
+			default:
+			}
+		})
+		if err != nil {
+			a.log.Warn("cannot watch the configuration file; reload with SIGHUP (systemctl reload icebox)", "file", file, "err", err)
+		}
+	}
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				a.reloader.reload("SIGHUP")
+			case <-changed:
+				a.reloader.reload("file changed")
+			}
+		}
+	}()
 }
 
 func configFileForLog(file string) string {

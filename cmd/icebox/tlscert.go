@@ -58,6 +58,18 @@ func newCertReloader(certFile, keyFile string, loaded *certFiles, log *slog.Logg
 		cert: loaded.cert, modified: loaded.modified, checked: time.Now()}
 }
 
+// set serves the files certFile and keyFile from now on (a reload), loaded as loaded.
+func (r *certReloader) set(certFile, keyFile string, loaded *certFiles) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if certFile == r.certFile && keyFile == r.keyFile && loaded.modified == r.modified {
+		return // the same files, unchanged: the certificate in service stays
+	}
+	r.certFile, r.keyFile = certFile, keyFile
+	r.cert, r.modified, r.checked = loaded.cert, loaded.modified, time.Now()
+	r.log.Info("TLS certificate reloaded", "cert", certFile)
+}
+
 // GetCertificate is for tls.Config.
 func (r *certReloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	r.mu.Lock()

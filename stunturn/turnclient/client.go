@@ -63,6 +63,9 @@ type Options struct {
 	// indication (channel 0) as it is read, on the reader goroutine (payload is valid during
 	// the call only), instead of Recv: the load generator's path, with no allocation.
 	OnData func(channel uint16, payload []byte)
+	// LocalAddr, when set, is the address the client sends from (another 127.0.0.0/8 address:
+	// another client).
+	LocalAddr netip.Addr
 }
 
 // Dial connects to a TURN server: network is "udp", "tcp" or "tls".
@@ -70,6 +73,13 @@ func Dial(network, addr string, o Options) (*Client, error) {
 	var conn net.Conn
 	var err error
 	d := net.Dialer{Timeout: 5 * time.Second}
+	if o.LocalAddr.IsValid() {
+		if network == "udp" {
+			d.LocalAddr = &net.UDPAddr{IP: o.LocalAddr.AsSlice()}
+		} else {
+			d.LocalAddr = &net.TCPAddr{IP: o.LocalAddr.AsSlice()}
+		}
+	}
 	switch network {
 	case "udp":
 		conn, err = d.Dial("udp4", addr)

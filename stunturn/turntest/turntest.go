@@ -59,6 +59,8 @@ type Options struct {
 	MaxFiles int
 	// Now is the server's time for checking credentials (nil: the system clock).
 	Now func() time.Time
+	// QuotaByClient counts turn.user_quota per client address.
+	QuotaByClient bool
 }
 
 // Config is stunturn.DefaultConfig with every listener on 127.0.0.1:0 and relays on 127.0.0.1.
@@ -97,7 +99,7 @@ func Start(t testing.TB, o Options) *Server {
 	}
 	opts := stunturn.Options{Secrets: s.Secrets, MaxTTL: o.MaxTTL, PublicIP: o.PublicIP,
 		Logger: log, Registry: s.Registry, IdleTimeout: o.IdleTimeout, HandshakeTimeout: o.HandshakeTimeout,
-		MaxFiles: o.MaxFiles, Now: o.Now}
+		MaxFiles: o.MaxFiles, Now: o.Now, QuotaByClient: o.QuotaByClient}
 	var err error
 	if cfg.UDPListen != "" {
 		if opts.UDP, err = stunturn.ListenUDP(cfg.UDPListen, cfg.UDPSockets); err != nil {
