@@ -59,9 +59,19 @@ func TestSystemdUnit(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	copyFile(t, iceboxBinary(t), filepath.Join(root, "usr/local/bin/icebox"))
-	if err := os.Chmod(filepath.Join(root, "usr/local/bin/icebox"), 0o755); err != nil {
+	// The binary where ExecStart says, and kill where ExecReload says.
+	kill, err := exec.LookPath("kill")
+	if err != nil {
 		t.Fatal(err)
+	}
+	for from, to := range map[string]string{iceboxBinary(t): "usr/local/bin/icebox", kill: "bin/kill"} {
+		if err := os.MkdirAll(filepath.Join(root, filepath.Dir(to)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		copyFile(t, from, filepath.Join(root, to))
+		if err := os.Chmod(filepath.Join(root, to), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := os.WriteFile(filepath.Join(root, "etc/systemd/system/icebox.service"), unit, 0o644); err != nil {
 		t.Fatal(err)
@@ -85,6 +95,7 @@ func TestSystemdUnit(t *testing.T) {
 	text := string(unit)
 	for _, want := range []string{
 		"ExecStart=/usr/local/bin/icebox serve --config /etc/icebox/icebox.yaml",
+		"ExecReload=/bin/kill -HUP $MAINPID",
 		"User=icebox", "AmbientCapabilities=CAP_NET_BIND_SERVICE", "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
 		"NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
 		"RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK", "Restart=on-failure", "StateDirectory=icebox",

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"log/slog"
 	"reflect"
@@ -46,6 +47,10 @@ type reloader struct {
 
 	mu      sync.Mutex // one reload at a time
 	running Config     // what is in force: the last good configuration, restart keys as started
+	// file is the configuration file watched ("" when none), sum the hash of its content at
+	// the last load, good or refused.
+	file string
+	sum  []byte
 
 	last     sync.Mutex
 	result   *reloadResult // nil: no reload yet
@@ -77,6 +82,14 @@ func newReloader(a *app, load func() (loaded, error), level *slog.LevelVar) *rel
 	return r
 }
 
+// loadedContent reports whether sum is the content of the file at the last load: a change of
+// the file that a signal already reloaded, or a write that changed nothing.
+func (r *reloader) loadedContent(sum []byte) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return bytes.Equal(sum, r.sum)
+}
+
 // lastResult is the last reload's result, nil before the first.
 func (r *reloader) lastResult() *reloadResult {
 	r.last.Lock()
@@ -103,6 +116,9 @@ func (r *reloader) reload(why string) *reloadResult {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	log := r.a.log
+	if r.file != "" {
+		r.sum = fileSum(r.file)
+	}
 	l, err := r.load()
 	if err != nil {
 		res := &reloadResult{Result: "failure", At: time.Now(), Problems: problemsOf(err)}

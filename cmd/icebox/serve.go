@@ -79,11 +79,12 @@ restart (listen addresses, the relay range, redis_url) are logged and keep their
 // watchReloads reloads the configuration on SIGHUP and when file (if any) changes, one reload
 // at a time, until ctx ends.
 func (a *app) watchReloads(ctx context.Context, hup <-chan os.Signal, file string) {
-	changed := make(chan struct{}, 1)
+	changed := make(chan []byte, 1)
 	if file != "" {
-		err := watchFile(ctx, file, a.log, func() {
+		a.reloader.file, a.reloader.sum = file, fileSum(file)
+		err := watchFile(ctx, file, a.log, func(sum []byte) {
 			select {
-			case changed <- struct{}{}:
+			case changed <- sum:
 			default:
 			}
 		})
@@ -98,8 +99,10 @@ func (a *app) watchReloads(ctx context.Context, hup <-chan os.Signal, file strin
 				return
 			case <-hup:
 				a.reloader.reload("SIGHUP")
-			case <-changed:
-				a.reloader.reload("file changed")
+			case sum := <-changed:
+				if !a.reloader.loadedContent(sum) {
+					a.reloader.reload("file changed")
+				}
 			}
 		}
 	}()

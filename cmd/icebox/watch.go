@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"log/slog"
@@ -16,11 +15,23 @@ import (
 // reloaded: an editor or a Kubernetes volume update writes in several steps.
 const watchSettle = 500 * time.Millisecond
 
-// watchFile calls changed when the content of file changes, once it has settled, until ctx
-// ends. It watches the file's directory, not the file: editors replace the file (a new inode),
-// and Kubernetes swaps a symlink (..data) when a ConfigMap or Secret changes. A write that
-// leaves the content as it was is no change.
-func watchFile(ctx context.Context, file string, log *slog.Logger, changed func()) error {
+// fileSum is the hash of file's content (through symlinks: the content in force), nil when it
+// cannot be read.
+func fileSum(file string) []byte {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil
+	}
+	s := sha256.Sum256(b)
+	return s[:]
+}
+
+// watchFile calls changed(sum) when the content of file changes, once it has settled, until
+// ctx ends. It watches the file's directory, not the file: editors replace the file (a new
+// inode), and Kubernetes swaps a symlink (..data) when a ConfigMap or Secret changes. The
+// caller compares sum with the content it loaded last: a write that leaves it as it was, or
+// a change already reloaded by a signal, is no change.
+func watchFile(ctx context.Context, file string, log *slog.Logger, changed func(sum []byte)) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return err
@@ -29,15 +40,6 @@ func watchFile(ctx context.Context, file string, log *slog.Logger, changed func(
 		_ = w.Close()
 		return err
 	}
-	sum := func() []byte {
-		b, err := os.ReadFile(file) // through symlinks: the content in force
-		if err != nil {
-			return nil
-		}
-		s := sha256.Sum256(b)
-		return s[:]
-	}
-	last := sum()
 	go func() {
 		defer func() { _ = w.Close() }()
 		settle := time.NewTimer(time.Hour)
@@ -59,16 +61,12 @@ func watchFile(ctx context.Context, file string, log *slog.Logger, changed func(
 				// file an editor renames over it. The content decides.
 				settle.Reset(watchSettle)
 			case <-settle.C:
-				now := sum()
+				now := fileSum(file)
 				if now == nil {
 					log.Debug("the configuration file is not there (yet); waiting for it", "file", file)
 					continue
 				}
-				if bytes.Equal(now, last) {
-					continue
-				}
-				last = now
-				changed()
+				changed(now)
 			}
 		}
 	}()
