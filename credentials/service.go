@@ -57,10 +57,18 @@ func NewService(o ServiceOptions) *Service {
 		}, []string{"endpoint"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_credentials_refused_total",
-			Help: "Credential requests refused, by reason (bad-request, unauthorized, forbidden, rate-limited, unavailable).",
+			Help: "Credential requests refused, by reason (bad-request, unauthorized, forbidden, method-not-allowed, rate-limited, unavailable, internal).",
 		}, []string{"reason"}),
 	}
 	o.Registry.MustRegister(s.issued, s.refused)
+	// Every known label value from the start, so that dashboards show 0 rather than nothing.
+	for _, e := range []string{"ice-config", "turn-credentials", "ws"} {
+		s.issued.WithLabelValues(e)
+	}
+	for _, r := range []string{httpapi.CodeBadRequest, httpapi.CodeUnauthorized, httpapi.CodeForbidden, httpapi.CodeMethod,
+		httpapi.CodeRateLimited, httpapi.CodeUnavailable, httpapi.CodeInternal} {
+		s.refused.WithLabelValues(r)
+	}
 	return s
 }
 
