@@ -55,7 +55,7 @@ func NewService(o ServiceOptions) *Service {
 		}, []string{"endpoint"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_credentials_refused_total",
-			Help: "Credential requests refused, by reason (bad-request, unauthorized, forbidden, rate-limited, unavailable).",
+			Help: "Credential requests refused, by reason (bad-request, unauthorized, forbidden, method-not-allowed, rate-limited, unavailable, internal).",
 		}, []string{"reason"}),
 	}
 	if s.access == nil {
@@ -63,6 +63,14 @@ func NewService(o ServiceOptions) *Service {
 	}
 	s.SetTTL(o.TTL)
 	o.Registry.MustRegister(s.issued, s.refused)
+	// Every known label value from the start, so that dashboards show 0 rather than nothing.
+	for _, e := range []string{"ice-config", "turn-credentials", "ws"} {
+		s.issued.WithLabelValues(e)
+	}
+	for _, r := range []string{httpapi.CodeBadRequest, httpapi.CodeUnauthorized, httpapi.CodeForbidden, httpapi.CodeMethod,
+		httpapi.CodeRateLimited, httpapi.CodeUnavailable, httpapi.CodeInternal} {
+		s.refused.WithLabelValues(r)
+	}
 	return s
 }
 

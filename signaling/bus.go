@@ -70,6 +70,7 @@ type handover struct {
 	Peer    string          `json:"peer"`
 	Room    string          `json:"room,omitempty"`
 	Meta    json.RawMessage `json:"meta,omitempty"`
+	Left    bool            `json:"left,omitempty"` // the client left its room (leave) and joined none since
 	NextSeq uint64          `json:"next_seq"`
 	Written uint64          `json:"written"`
 	Frames  []handoverFrame `json:"frames,omitempty"`

@@ -34,7 +34,7 @@ func (h *Hub) handle(s *session, m protocol.Message) *protocolError {
 		}
 		joined := func(before []protocol.Member) {
 			s.mu.Lock()
-			s.room, s.meta = m.Room, m.Meta
+			s.room, s.meta, s.left = m.Room, m.Meta, false
 			s.mu.Unlock()
 			h.reply(s, encode(protocol.Joined{Type: protocol.TypeJoined, Room: m.Room, Peers: before, Re: m.ID}))
 		}
@@ -76,7 +76,7 @@ func (h *Hub) handle(s *session, m protocol.Message) *protocolError {
 			return protoErr(protocol.CodeNotJoined, "not in a room")
 		}
 		s.mu.Lock()
-		s.room, s.meta = "", nil
+		s.room, s.meta, s.left = "", nil, true
 		s.mu.Unlock()
 		// A failed leave is the bus's to finish once it can, and to tell the room then.
 		_ = h.bus.Leave(ctx, room, s.peer, protocol.ReasonLeft)

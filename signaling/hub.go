@@ -338,13 +338,18 @@ func (h *Hub) dropped(c *conn) {
 	}
 }
 
-// expire ends a session whose grace passed without a resume.
+// expire ends a session whose grace passed without a resume: "left" when its client had
+// left its room before its connection ended, else "grace_expired".
 func (h *Hub) expire(s *session) {
 	s.mu.Lock()
 	waiting := s.conn == nil && !s.ended
+	reason := "grace_expired"
+	if s.left {
+		reason = "left"
+	}
 	s.mu.Unlock()
 	if waiting {
-		h.end(s, "grace_expired")
+		h.end(s, reason)
 	}
 }
 
@@ -440,7 +445,7 @@ func (h *Hub) giveAway(token, user string) (*handover, bool) {
 	if s.grace != nil {
 		s.grace.Stop()
 	}
-	ho := &handover{Peer: s.peer, Room: s.room, Meta: s.meta, NextSeq: s.nextSeq, Written: s.written}
+	ho := &handover{Peer: s.peer, Room: s.room, Meta: s.meta, Left: s.left, NextSeq: s.nextSeq, Written: s.written}
 	for _, f := range s.queue {
 		ho.Frames = append(ho.Frames, handoverFrame{Seq: f.seq, Data: f.data})
 	}

@@ -3,6 +3,7 @@ package signaling
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/icebox-rtc/icebox/httpapi"
 	"github.com/icebox-rtc/icebox/signaling/protocol"
 )
 
@@ -34,7 +35,7 @@ func newMetrics(reg prometheus.Registerer, h *Hub) *metrics {
 		}, []string{"code"}),
 		drops: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_signaling_drops_total",
-			Help: "Connections ended, by reason (closed_by_client, network, pong_timeout, too_large, policy, write_error, replaced, moved: resumed on another node, mailbox_full, shutdown).",
+			Help: "Connections ended, by reason (closed_by_client, network, pong_timeout, too_large, policy, write_error, replaced, moved: resumed on another node, mailbox_full, memory, forbidden: its session was resumed with a token that keeps it out of its room, shutdown).",
 		}, []string{"reason"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_signaling_refused_total",
@@ -46,9 +47,20 @@ func newMetrics(reg prometheus.Registerer, h *Hub) *metrics {
 		}, []string{"result"}),
 		sessionsEnded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_signaling_sessions_ended_total",
-			Help: "Sessions ended without a leave, by reason (grace_expired, mailbox_full: a slow reader past max_queued_bytes or 256 messages, memory: past max_queued_bytes_total, forbidden: resumed with a token that keeps it out of its room, moved: resumed on another node).",
+			Help: "Sessions ended, by reason (left: the client left its room, then its connection ended and no resume came within resume_grace; grace_expired: the connection ended without a leave and no resume came within resume_grace; mailbox_full: a slow reader past max_queued_bytes or 256 messages, memory: past max_queued_bytes_total, forbidden: resumed with a token that keeps it out of its room, moved: resumed on another node, shutdown: adopted from another node while this one shut down).",
 		}, []string{"reason"}),
 	}
+	// Every known label value from the start, so that dashboards show 0 rather than nothing.
+	initLabels(m.messages, protocol.TypeJoin, protocol.TypeSignal, protocol.TypeBroadcast, protocol.TypeLeave, protocol.TypePing, "invalid")
+	initLabels(m.errors, protocol.CodeBadMessage, protocol.CodeBadRoom, protocol.CodeRoomFull, protocol.CodeNotJoined,
+		protocol.CodeAlreadyJoined, protocol.CodeUnknownPeer, protocol.CodeForbidden, protocol.CodeRateLimited,
+		protocol.CodeTooLarge, protocol.CodeUnavailable)
+	initLabels(m.drops, "closed_by_client", "network", "pong_timeout", "too_large", "policy", "write_error",
+		"replaced", "moved", "mailbox_full", "memory", "forbidden", "shutdown")
+	initLabels(m.refused, httpapi.CodeBadRequest, httpapi.CodeForbidden, httpapi.CodeUnauthorized,
+		httpapi.CodeRateLimited, httpapi.CodeUnavailable)
+	initLabels(m.resumes, "resumed", "unknown_token")
+	initLabels(m.sessionsEnded, "left", "grace_expired", "mailbox_full", "memory", "forbidden", "moved", "shutdown")
 	reg.MustRegister(m.connects, m.messages, m.errors, m.drops, m.refused, m.resumes, m.sessionsEnded,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "icebox_signaling_connections",
@@ -117,6 +129,8 @@ func newBusMetrics(reg prometheus.Registerer, up func() bool) busMetrics {
 			Help: "Sessions resumed from another node, by result (handed_over, adopted: from a dead node, unknown, timeout).",
 		}, []string{"result"}),
 	}
+	initLabels(m.errors, "join", "leave", "members", "contains", "publish", "session", "move", "heartbeat", "reap", "resync", "message")
+	initLabels(m.handovers, "handed_over", "adopted", "unknown", "timeout")
 	reg.MustRegister(m.published, m.received, m.errors, m.handovers,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "icebox_signaling_bus_up",
@@ -128,4 +142,11 @@ func newBusMetrics(reg prometheus.Registerer, up func() bool) busMetrics {
 			return 0
 		}))
 	return m
+}
+
+// initLabels creates the series of v for each value of its one label, at 0.
+func initLabels(v *prometheus.CounterVec, values ...string) {
+	for _, l := range values {
+		v.WithLabelValues(l)
+	}
 }

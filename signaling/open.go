@@ -218,7 +218,7 @@ func iceServers(list []credentials.ICEServer) []protocol.ICEServer {
 // up to last (when hasLast).
 func sessionFrom(ho *handover, token string, id credentials.Identity, last uint64, hasLast bool, budget int, total *atomic.Int64) *session {
 	s := newSession(ho.Peer, token, id, budget, total)
-	s.room, s.meta = ho.Room, ho.Meta
+	s.room, s.meta, s.left = ho.Room, ho.Meta, ho.Left
 	if ho.Adopted {
 		// The mailbox died with its node: go on after what the client has, so that its
 		// dedupe by seq keeps working.

@@ -58,6 +58,9 @@ type session struct {
 	unsent  int     // bytes of the frames beyond written
 	grace   Timer   // running while disconnected
 	ended   bool
+	// left: the client's last word about rooms was leave (it joined none since), so a grace
+	// that runs out ends the session as "left", not "grace_expired".
+	left bool
 
 	budget int           // max_queued_bytes (0: no bound)
 	total  *atomic.Int64 // the node's queued bytes
