@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -393,5 +394,96 @@ func waitReload(t *testing.T, n *reloadNode, want int) {
 			t.Fatalf("%d successful reloads within 30 s, want %d", got, want)
 		}
 		time.Sleep(20 * time.Millisecond) // polling a condition, with a deadline
+	}
+}
+
+// kubeVolume is a directory laid out as the kubelet lays out a ConfigMap or Secret volume: the
+// files are symlinks through ..data, a symlink to a timestamped directory that an update
+// replaces atomically (a rename of a new symlink over ..data).
+type kubeVolume struct {
+	dir     string
+	version int
+}
+
+func newKubeVolume(t *testing.T, files map[string]string) *kubeVolume {
+	t.Helper()
+	v := &kubeVolume{dir: t.TempDir()}
+	v.update(t, files)
+	for name := range files {
+		if err := os.Symlink(filepath.Join("..data", name), filepath.Join(v.dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return v
+}
+
+func (v *kubeVolume) path(name string) string { return filepath.Join(v.dir, name) }
+
+// update writes a new timestamped directory and swaps ..data to it, as the kubelet does.
+func (v *kubeVolume) update(t *testing.T, files map[string]string) {
+	t.Helper()
+	v.version++
+	ts := fmt.Sprintf("..2026_12_01_00_00_%02d.%d", v.version, v.version)
+	if err := os.Mkdir(filepath.Join(v.dir, ts), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(v.dir, ts, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tmp := filepath.Join(v.dir, "..data_tmp")
+	if err := os.Symlink(ts, tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(v.dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBinaryReloadKubernetesVolumes: a ConfigMap and a Secret mounted as the kubelet mounts
+// them (the chart's layout: the config file, and the TURN secrets through
+// ICEBOX_CREDENTIALS_SECRETS_FILE); an update of either, by the kubelet's symlink swap,
+// reaches the running icebox with no signal and no restart.
+func TestBinaryReloadKubernetesVolumes(t *testing.T) {
+	config := newKubeVolume(t, map[string]string{"icebox.yaml": reloadFile("127.0.0.2/32", "ignored", "")})
+	secret := newKubeVolume(t, map[string]string{"turn-secrets": "first-secret\n"})
+	p := startBinary(t, t.TempDir(), cleanEnv("ICEBOX_CREDENTIALS_SECRETS_FILE="+secret.path("turn-secrets")),
+		"serve", "--config", config.path("icebox.yaml"))
+	var url string
+	for url == "" {
+		if m := p.waitLog(t, ""); m["msg"] == "serving http" {
+			url = "http://" + m["listen"].(string)
+		}
+	}
+	p.waitLog(t, "icebox ready")
+	signedBy := func(secret string) bool {
+		code, body := get(t, &http.Client{}, url+"/ice-config")
+		var ice credentials.ICEConfig
+		if err := json.Unmarshal([]byte(body), &ice); code != 200 || err != nil {
+			t.Fatalf("/ice-config: %d %s", code, body)
+		}
+		for _, s := range ice.ICEServers {
+			if s.Username != "" {
+				return s.Credential == credentials.Password(secret, s.Username)
+			}
+		}
+		return false
+	}
+	if !signedBy("first-secret") {
+		t.Fatalf("the credential is not signed by the secret file's secret")
+	}
+
+	secret.update(t, map[string]string{"turn-secrets": "second-secret\nfirst-secret\n"})
+	if m := p.waitLog(t, "configuration reloaded"); m["trigger"] != "file changed" || m["changed"] != "credentials.secrets" {
+		t.Errorf("the Secret's update: %v", m)
+	}
+	if !signedBy("second-secret") {
+		t.Errorf("after the Secret's update, credentials are not signed by its first secret")
+	}
+
+	config.update(t, map[string]string{"icebox.yaml": strings.Replace(reloadFile("127.0.0.2/32", "ignored", ""), "credentials:\n", "credentials:\n  ttl: 3h\n", 1)})
+	if m := p.waitLog(t, "configuration reloaded"); m["trigger"] != "file changed" || m["changed"] != "credentials.ttl" {
+		t.Errorf("the ConfigMap's update: %v", m)
 	}
 }

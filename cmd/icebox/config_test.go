@@ -414,3 +414,35 @@ shutdown:
 		t.Errorf("got realm %q, ttl %v, drain %v, signaling.rate_limit %v", c.TURN.Realm, c.Credentials.TTL, c.Shutdown.Drain, c.Signaling.RateLimit)
 	}
 }
+
+// TestSecretFiles: a secret key's ICEBOX_<KEY>_FILE names a file holding its value (a
+// Kubernetes Secret or systemd credential mounted as a file): a list one item per line or
+// comma, a string trimmed; above the config file; refused beside ICEBOX_<KEY>, or unreadable;
+// only secret keys have one.
+func TestSecretFiles(t *testing.T) {
+	secrets := writeFile(t, "turn-secrets", "new-secret\nold-secret\n")
+	jwt := writeFile(t, "jwt", "  jwt-key\n")
+	file := writeFile(t, "icebox.yaml", "credentials:\n  secrets: [from-the-file]\n")
+	t.Setenv("ICEBOX_CREDENTIALS_SECRETS_FILE", secrets)
+	t.Setenv("ICEBOX_AUTH_JWT_SECRET_FILE", jwt)
+	t.Setenv("ICEBOX_TURN_REALM_FILE", jwt)
+	l := mustLoad(t, file)
+	if !slices.Equal(l.cfg.Credentials.Secrets, []string{"new-secret", "old-secret"}) || l.cfg.Auth.JWTSecret != "jwt-key" {
+		t.Errorf("secrets %q, jwt_secret %q", l.cfg.Credentials.Secrets, l.cfg.Auth.JWTSecret)
+	}
+	if !slices.Equal(l.files, []string{file, secrets, jwt}) {
+		t.Errorf("files read: %v", l.files)
+	}
+	if !slices.ContainsFunc(l.warnings, func(w string) bool { return strings.Contains(w, "ICEBOX_TURN_REALM_FILE") }) {
+		t.Errorf("no warning for a _FILE of a key that is not secret: %v", l.warnings)
+	}
+
+	t.Setenv("ICEBOX_AUTH_JWT_SECRET", "x")
+	t.Setenv("ICEBOX_CREDENTIALS_SECRETS_FILE", filepath.Join(t.TempDir(), "missing"))
+	_, err := load(t, file)
+	for _, want := range []string{"auth.jwt_secret: set by both ICEBOX_AUTH_JWT_SECRET and ICEBOX_AUTH_JWT_SECRET_FILE", "credentials.secrets: ICEBOX_CREDENTIALS_SECRETS_FILE"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("got %v, want %q", err, want)
+		}
+	}
+}

@@ -41,6 +41,54 @@ func (k configKey) envName() string {
 	return envPrefix + "_" + strings.ToUpper(strings.ReplaceAll(k.name, ".", "_"))
 }
 
+// fileEnvName is the environment variable naming a file that holds a secret key's value
+// (ICEBOX_CREDENTIALS_SECRETS_FILE): a Kubernetes Secret or systemd credential mounted as a file,
+// read again on every reload.
+func (k configKey) fileEnvName() string { return k.envName() + "_FILE" }
+
+// secretFiles reads the values of the secret keys whose ICEBOX_<KEY>_FILE is set: the file's
+// content, trimmed; for a list, one item per line or comma. It returns them as a tree to merge
+// like a config file's, and the files read.
+func secretFiles(keys []configKey) (tree map[string]any, files []string, problems []error) {
+	tree = map[string]any{}
+	for _, k := range keys {
+		path, ok := os.LookupEnv(k.fileEnvName())
+		if k.secret == "" || !ok {
+			continue
+		}
+		if _, both := os.LookupEnv(k.envName()); both {
+			problems = append(problems, fmt.Errorf("%s: set by both %s and %s; keep one", k.name, k.envName(), k.fileEnvName()))
+			continue
+		}
+		raw, err := os.ReadFile(path) //nolint:gosec // the operator names the file
+		if err != nil {
+			problems = append(problems, fmt.Errorf("%s: %s: %w", k.name, k.fileEnvName(), err))
+			continue
+		}
+		files = append(files, path)
+		var value any = strings.TrimSpace(string(raw))
+		if k.typ.Kind() == reflect.Slice {
+			items := []string{}
+			for _, f := range strings.FieldsFunc(string(raw), func(r rune) bool { return r == '\n' || r == ',' }) {
+				if f = strings.TrimSpace(f); f != "" {
+					items = append(items, f)
+				}
+			}
+			value = items
+		}
+		node := tree
+		parts := strings.Split(k.name, ".")
+		for _, section := range parts[:len(parts)-1] {
+			if node[section] == nil {
+				node[section] = map[string]any{}
+			}
+			node = node[section].(map[string]any)
+		}
+		node[parts[len(parts)-1]] = value
+	}
+	return tree, files, problems
+}
+
 // configKeys lists every key of Config in declaration order, derived from the mapstructure tags,
 // so defaults, environment variables and flags can never miss one.
 func configKeys() []configKey {
@@ -102,8 +150,10 @@ type loadSources struct {
 type loaded struct {
 	cfg      Config
 	compiled compiled
-	// file is the config file read, "" when none.
-	file string
+	// file is the config file read, "" when none; files are every file read (the config file
+	// and those of ICEBOX_<KEY>_FILE), which a reload reads again.
+	file  string
+	files []string
 	// warnings are problems worth logging that do not stop icebox (unknown ICEBOX_* variables).
 	warnings []string
 }
@@ -136,13 +186,27 @@ func loadConfig(src loadSources) (loaded, error) {
 			return out, newConfigError(fmt.Errorf("%s: %w", file, err))
 		}
 		out.file = file
+		out.files = append(out.files, file)
 	}
+	// Secret keys from files (ICEBOX_<KEY>_FILE): above the config file, below the environment
+	// and flags.
+	secrets, files, bad := secretFiles(keys)
+	if len(bad) > 0 {
+		return out, newConfigError(bad...)
+	}
+	if err := v.MergeConfigMap(secrets); err != nil {
+		return out, newConfigError(err)
+	}
+	out.files = append(out.files, files...)
 
 	// ICEBOX_<SECTION>_<KEY>, bound key by key; an empty value counts (udp_listen "" disables).
 	v.AllowEmptyEnv(true)
 	known := map[string]bool{}
 	for _, k := range keys {
 		known[k.envName()] = true
+		if k.secret != "" {
+			known[k.fileEnvName()] = true
+		}
 		if err := v.BindEnv(k.name, k.envName()); err != nil {
 			return out, newConfigError(err)
 		}

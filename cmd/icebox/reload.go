@@ -47,10 +47,10 @@ type reloader struct {
 
 	mu      sync.Mutex // one reload at a time
 	running Config     // what is in force: the last good configuration, restart keys as started
-	// file is the configuration file watched ("" when none), sum the hash of its content at
-	// the last load, good or refused.
-	file string
-	sum  []byte
+	// files are the configuration files watched (the config file, the secret files), sum the
+	// hash of their content at the last load, good or refused.
+	files []string
+	sum   []byte
 
 	last     sync.Mutex
 	result   *reloadResult // nil: no reload yet
@@ -116,8 +116,8 @@ func (r *reloader) reload(why string) *reloadResult {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	log := r.a.log
-	if r.file != "" {
-		r.sum = fileSum(r.file)
+	if len(r.files) > 0 {
+		r.sum = filesSum(r.files)
 	}
 	l, err := r.load()
 	if err != nil {

@@ -60,7 +60,7 @@ restart (listen addresses, the relay range, redis_url) are logged and keep their
 		ctx, cancel := context.WithCancel(cmd.Context())
 		defer cancel()
 		a.reloader = newReloader(a, cf.load, level)
-		a.watchReloads(ctx, hup, l.file)
+		a.watchReloads(ctx, hup, l.files)
 		go func() {
 			<-sig.Done()
 			// Give the signals their default action back before the drain starts, so that a
@@ -76,20 +76,20 @@ restart (listen addresses, the relay range, redis_url) are logged and keep their
 	return cmd
 }
 
-// watchReloads reloads the configuration on SIGHUP and when file (if any) changes, one reload
-// at a time, until ctx ends.
-func (a *app) watchReloads(ctx context.Context, hup <-chan os.Signal, file string) {
+// watchReloads reloads the configuration on SIGHUP and when one of its files (the
+// configuration file, the secret files) changes, one reload at a time, until ctx ends.
+func (a *app) watchReloads(ctx context.Context, hup <-chan os.Signal, files []string) {
 	changed := make(chan []byte, 1)
-	if file != "" {
-		a.reloader.file, a.reloader.sum = file, fileSum(file)
-		err := watchFile(ctx, file, a.log, func(sum []byte) {
+	if len(files) > 0 {
+		a.reloader.files, a.reloader.sum = files, filesSum(files)
+		err := watchFiles(ctx, files, a.log, func(sum []byte) {
 			select {
 			case changed <- sum:
 			default:
 			}
 		})
 		if err != nil {
-			a.log.Warn("cannot watch the configuration file; reload with SIGHUP (systemctl reload icebox)", "file", file, "err", err)
+			a.log.Warn("cannot watch the configuration files; reload with SIGHUP (systemctl reload icebox)", "files", files, "err", err)
 		}
 	}
 	go func() {

@@ -15,30 +15,36 @@ import (
 // reloaded: an editor or a Kubernetes volume update writes in several steps.
 const watchSettle = 500 * time.Millisecond
 
-// fileSum is the hash of file's content (through symlinks: the content in force), nil when it
-// cannot be read.
-func fileSum(file string) []byte {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return nil
+// filesSum is the hash of the files' contents (through symlinks: the content in force), nil
+// when one cannot be read.
+func filesSum(files []string) []byte {
+	h := sha256.New()
+	for _, f := range files {
+		b, err := os.ReadFile(f) //nolint:gosec // the configuration's own files
+		if err != nil {
+			return nil
+		}
+		s := sha256.Sum256(b)
+		h.Write(s[:])
 	}
-	s := sha256.Sum256(b)
-	return s[:]
+	return h.Sum(nil)
 }
 
-// watchFile calls changed(sum) when the content of file changes, once it has settled, until
-// ctx ends. It watches the file's directory, not the file: editors replace the file (a new
-// inode), and Kubernetes swaps a symlink (..data) when a ConfigMap or Secret changes. The
-// caller compares sum with the content it loaded last: a write that leaves it as it was, or
-// a change already reloaded by a signal, is no change.
-func watchFile(ctx context.Context, file string, log *slog.Logger, changed func(sum []byte)) error {
+// watchFiles calls changed(sum) when the content of the files (the configuration file, the
+// secret files) changes, once it has settled, until ctx ends. It watches their directories,
+// not the files: editors replace a file (a new inode), and Kubernetes swaps a symlink (..data)
+// when a ConfigMap or Secret changes. The caller compares sum with the content it loaded last:
+// a write that leaves it as it was, or a change already reloaded by a signal, is no change.
+func watchFiles(ctx context.Context, files []string, log *slog.Logger, changed func(sum []byte)) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return err
 	}
-	if err := w.Add(filepath.Dir(file)); err != nil {
-		_ = w.Close()
-		return err
+	for _, f := range files {
+		if err := w.Add(filepath.Dir(f)); err != nil {
+			_ = w.Close()
+			return err
+		}
 	}
 	go func() {
 		defer func() { _ = w.Close() }()
@@ -52,7 +58,7 @@ func watchFile(ctx context.Context, file string, log *slog.Logger, changed func(
 				if !ok {
 					return
 				}
-				log.Warn("watching the configuration file", "file", file, "err", err)
+				log.Warn("watching the configuration files", "files", files, "err", err)
 			case _, ok := <-w.Events:
 				if !ok {
 					return
@@ -61,9 +67,9 @@ func watchFile(ctx context.Context, file string, log *slog.Logger, changed func(
 				// file an editor renames over it. The content decides.
 				settle.Reset(watchSettle)
 			case <-settle.C:
-				now := fileSum(file)
+				now := filesSum(files)
 				if now == nil {
-					log.Debug("the configuration file is not there (yet); waiting for it", "file", file)
+					log.Debug("a configuration file is not there (yet); waiting for it", "files", files)
 					continue
 				}
 				changed(now)
