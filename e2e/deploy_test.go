@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -350,28 +351,72 @@ func checkPod(t *testing.T, m manifests) {
 	if want := c.Lifecycle.PreStop.Sleep.Seconds + int64((drain + timeout).Seconds()); spec.TerminationGracePeriodSeconds == nil || *spec.TerminationGracePeriodSeconds <= want {
 		t.Errorf("terminationGracePeriodSeconds %v, want more than %d", spec.TerminationGracePeriodSeconds, want)
 	}
-	// The rendered configuration is one icebox accepts, with the secret from the environment
-	// and the certificate where the pod mounts it (here: a test certificate).
-	tlsDir := t.TempDir()
+	// The rendered configuration is one icebox accepts as the pod runs it: every volume the
+	// container mounts is a directory here holding what the kubelet would put there (the
+	// ConfigMap's files, the Secret's keys with the test's values, a test certificate), and the
+	// arguments and environment point into them.
+	secretValues := map[string]string{
+		"turn-secrets": "from-the-secret", "auth-tokens": "k1,k2",
+		"jwt-secret": "0123456789abcdef0123456789abcdef", "redis-url": "redis://redis:6379/0",
+	}
 	cert, key := turntest.CertificateFiles(t)
-	copyFile(t, cert, filepath.Join(tlsDir, "tls.crt"))
-	copyFile(t, key, filepath.Join(tlsDir, "tls.key"))
-	rendered := strings.ReplaceAll(m.configMap.Data["icebox.yaml"], "/etc/icebox/tls/", tlsDir+"/")
-	file := writeFile(t, "icebox.yaml", rendered)
-	dummy := map[string]string{
-		"ICEBOX_CREDENTIALS_SECRETS": "from-the-secret", "ICEBOX_AUTH_TOKENS": "k1,k2",
-		"ICEBOX_AUTH_JWT_SECRET": "0123456789abcdef0123456789abcdef", "ICEBOX_SIGNALING_REDIS_URL": "redis://redis:6379/0",
+	volumes := map[string]corev1.Volume{}
+	for _, v := range spec.Volumes {
+		volumes[v.Name] = v
+	}
+	var mounted []string // mountPath, local dir
+	for _, vm := range c.VolumeMounts {
+		if vm.SubPath != "" && (vm.Name == "config" || volumes[vm.Name].Secret != nil) {
+			t.Errorf("volume %s mounted with subPath: the kubelet never updates it, so a reload cannot see a change", vm.Name)
+		}
+		dir := t.TempDir()
+		v := volumes[vm.Name]
+		switch {
+		case v.ConfigMap != nil:
+			for name, content := range m.configMap.Data {
+				if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+		case v.Secret != nil && vm.Name == "tls":
+			copyFile(t, cert, filepath.Join(dir, "tls.crt"))
+			copyFile(t, key, filepath.Join(dir, "tls.key"))
+		case v.Secret != nil:
+			for name, content := range secretValues {
+				if err := os.WriteFile(filepath.Join(dir, name), []byte(content+"\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		mounted = append(mounted, vm.MountPath+"/", dir+"/")
+	}
+	inPod := strings.NewReplacer(mounted...)
+	if len(c.Args) != 3 || c.Args[0] != "serve" || c.Args[1] != "--config" {
+		t.Fatalf("args %v, want serve --config FILE", c.Args)
+	}
+	file := inPod.Replace(c.Args[2])
+	if rendered, err := os.ReadFile(file); err != nil {
+		t.Fatalf("the config file %s is not in a mounted volume: %v", c.Args[2], err)
+	} else if err := os.WriteFile(file, []byte(inPod.Replace(string(rendered))), 0o600); err != nil {
+		t.Fatal(err)
 	}
 	var env []string
 	for _, e := range c.Env {
-		v, known := dummy[e.Name]
-		if !known {
+		switch {
+		case e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil:
+			// Only what a reload need not see comes from the environment.
+			if e.Name != "ICEBOX_SIGNALING_REDIS_URL" {
+				t.Errorf("%s from a Secret by the environment: a running icebox never sees it change; mount the Secret and set %s_FILE", e.Name, e.Name)
+			}
+			env = append(env, e.Name+"="+secretValues[e.ValueFrom.SecretKeyRef.Key])
+		case strings.HasSuffix(e.Name, "_FILE"):
+			env = append(env, e.Name+"="+inPod.Replace(e.Value))
+		default:
 			t.Errorf("environment variable %s: not an icebox setting the test knows", e.Name)
 		}
-		env = append(env, e.Name+"="+v)
 	}
 	loadConfig(t, file, env...)
-	// The credentials it mints are signed with the secret from the environment.
+	// The credentials it mints are signed with the secret from the Secret.
 	code, out, stderr := runBinary(t, cleanEnv(env...), "credentials", "--config", file, "--user", "u")
 	var cred struct{ Username, Password string }
 	if err := json.Unmarshal([]byte(out), &cred); code != 0 || err != nil {
@@ -380,14 +425,13 @@ func checkPod(t *testing.T, m manifests) {
 	mac := hmac.New(sha1.New, []byte("from-the-secret"))
 	mac.Write([]byte(cred.Username))
 	if cred.Password != base64.StdEncoding.EncodeToString(mac.Sum(nil)) {
-		t.Errorf("the credential is not signed with the secret from the environment: %+v", cred)
+		t.Errorf("the credential is not signed with the secret from the Secret: %+v", cred)
 	}
-	envs := map[string]bool{}
-	for _, e := range c.Env {
-		envs[e.Name] = e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil
+	if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "ICEBOX_CREDENTIALS_SECRETS_FILE" }) {
+		t.Errorf("ICEBOX_CREDENTIALS_SECRETS_FILE not set: %+v", c.Env)
 	}
-	if !envs["ICEBOX_CREDENTIALS_SECRETS"] {
-		t.Errorf("ICEBOX_CREDENTIALS_SECRETS does not come from a Secret: %+v", c.Env)
+	if _, rolls := m.deployment.Spec.Template.Annotations["checksum/config"]; rolls {
+		t.Errorf("a config change rolls the pods by default; icebox reloads it in place")
 	}
 }
 
@@ -419,14 +463,20 @@ func TestHelmChart(t *testing.T) {
 		if cfg := m.configMap.Data["icebox.yaml"]; !strings.Contains(cfg, "mode: jwt") || len(m.secret.Data["jwt-secret"]) < 32 {
 			t.Errorf("default auth: want mode jwt and a generated key (%d bytes):\n%s", len(m.secret.Data["jwt-secret"]), cfg)
 		}
+		// The key from the chart's Secret, as a file the kubelet updates (secrets volume).
 		jwtFromSecret := false
 		for _, e := range m.deployment.Spec.Template.Spec.Containers[0].Env {
-			if e.Name == "ICEBOX_AUTH_JWT_SECRET" && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil && e.ValueFrom.SecretKeyRef.Key == "jwt-secret" {
+			if e.Name == "ICEBOX_AUTH_JWT_SECRET_FILE" && e.Value == "/etc/icebox/secrets/jwt-secret" {
 				jwtFromSecret = true
 			}
 		}
+		for _, v := range m.deployment.Spec.Template.Spec.Volumes {
+			if v.Name == "secrets" && (v.Secret == nil || v.Secret.SecretName != m.secret.Name) {
+				jwtFromSecret = false
+			}
+		}
 		if !jwtFromSecret {
-			t.Errorf("ICEBOX_AUTH_JWT_SECRET does not come from the chart's Secret")
+			t.Errorf("auth.jwt_secret does not come from the chart's Secret")
 		}
 		if _, err := helmTemplate(t, "--set", "config.auth.mode=none", "--set", "auth.allowOpen=true"); err != nil {
 			t.Errorf("auth.allowOpen (a lab): %s", err.(*exec.ExitError).Stderr)
@@ -436,6 +486,21 @@ func TestHelmChart(t *testing.T) {
 		}
 	})
 
+	t.Run("an existing Secret", func(t *testing.T) {
+		out, err := helmTemplate(t, "--set", "secret.existingSecret=my-turn-secrets")
+		if err != nil {
+			t.Fatalf("helm template: %s", err.(*exec.ExitError).Stderr)
+		}
+		m := decodeManifests(t, out)
+		checkPod(t, m) // the turn secrets from my-turn-secrets, mounted
+		mounted := false
+		for _, v := range m.deployment.Spec.Template.Spec.Volumes {
+			mounted = mounted || (v.Secret != nil && v.Secret.SecretName == "my-turn-secrets")
+		}
+		if !mounted {
+			t.Errorf("secret.existingSecret is not mounted: %+v", m.deployment.Spec.Template.Spec.Volumes)
+		}
+	})
 	t.Run("several nodes", func(t *testing.T) {
 		out, err := helmTemplate(t, "-f", multi)
 		if err != nil {
