@@ -108,3 +108,30 @@ func TestRelayAllocatorReleasesPorts(t *testing.T) {
 		t.Errorf("AllocateConn: want an error, TCP relays are not offered")
 	}
 }
+
+// TestPeerPolicyReloadDenied: a reload adding a range to turn.denied_peer_cidrs turns a
+// verdict the fast path took when the channel was bound (or the permission made) into a refusal
+// for every datagram from then on; removing it lets the peer through again. (Judged without
+// sending: the peer is a public address, which tests never send to.)
+func TestPeerPolicyReloadDenied(t *testing.T) {
+	c := DefaultConfig()
+	p := newPeerPolicy(c, &portSet{}, netip.MustParseAddr("203.0.113.10"))
+	peer := netip.MustParseAddrPort("93.184.216.34:5000")
+	var v peerVerdict
+	v.judge(p, peer)
+	if !v.pass(p, peer) || p.packet(peer) != "" {
+		t.Fatalf("93.184.216.34 before the reload: refused")
+	}
+	c.DeniedPeerCIDRs = mustPrefixes("93.184.216.0/24")
+	p.set(c)
+	v.judge(p, peer) // what Server.Reload does for every binding and permission
+	if v.pass(p, peer) || p.packet(peer) != refusedDenied || p.permit(peer.Addr()) != refusedDenied {
+		t.Errorf("93.184.216.34 after denied_peer_cidrs 93.184.216.0/24: still passes")
+	}
+	c.DeniedPeerCIDRs = nil
+	p.set(c)
+	v.judge(p, peer)
+	if !v.pass(p, peer) {
+		t.Errorf("93.184.216.34 after the range was removed again: refused")
+	}
+}
