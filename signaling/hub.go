@@ -139,11 +139,11 @@ func limitsOf(c Config) *limits {
 // Reload puts the keys of c that change in place in force: rate_limit (every connection's
 // limit, from its next message on), max_conns_per_ip (new connections; a client above a
 // lowered limit keeps its sessions) and max_room_size (new joins; fuller rooms keep their
-// peers). It returns the other keys that differ from the running configuration: they need a
-// restart and keep their value.
-func (h *Hub) Reload(c Config) (restart []string, err error) {
+// peers). The other keys keep the values the hub started with: they need a restart (the
+// caller tells the operator which).
+func (h *Hub) Reload(c Config) error {
 	if err := c.Validate(); err != nil {
-		return nil, err
+		return err
 	}
 	l := limitsOf(c)
 	h.mu.Lock()
@@ -156,24 +156,7 @@ func (h *Hub) Reload(c Config) (restart []string, err error) {
 	for _, c := range conns {
 		c.setRate(l.rateLimit)
 	}
-	old := h.cfg
-	for _, k := range []struct {
-		key     string
-		changed bool
-	}{
-		{"resume_grace", old.ResumeGrace != c.ResumeGrace},
-		{"max_message_bytes", old.MaxMessageBytes != c.MaxMessageBytes},
-		{"max_queued_bytes", old.MaxQueuedBytes != c.MaxQueuedBytes},
-		{"max_queued_bytes_total", old.MaxQueuedBytesTotal != c.MaxQueuedBytesTotal},
-		{"ping_interval", old.PingInterval != c.PingInterval},
-		{"pong_timeout", old.PongTimeout != c.PongTimeout},
-		{"redis_url", old.RedisURL != c.RedisURL},
-	} {
-		if k.changed {
-			restart = append(restart, k.key)
-		}
-	}
-	return restart, nil
+	return nil
 }
 
 // busContext is the context of one bus call.

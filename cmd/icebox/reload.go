@@ -185,7 +185,7 @@ func (r *reloader) apply(l loaded) *reloadResult {
 		a.log.Error("turn: reload", "err", err) // validated before: not expected
 	}
 	a.turn.SetQuotaByClient(cfg.Auth.Mode != credentials.AuthJWT)
-	if _, err := a.hub.Reload(cfg.Signaling); err != nil {
+	if err := a.hub.Reload(cfg.Signaling); err != nil {
 		a.log.Error("signaling: reload", "err", err) // validated before: not expected
 	}
 	if lvl, err := parseLevel(cfg.Log.Level); err == nil && r.level != nil {
