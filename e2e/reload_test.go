@@ -120,10 +120,9 @@ func TestBinaryReload(t *testing.T) {
 	}()
 	const clients = 20
 	type relayed struct {
-		mu      sync.Mutex
-		ok      int
-		lost    []string
-		stopped bool
+		mu   sync.Mutex
+		ok   int
+		lost []string
 	}
 	var stats [clients]relayed
 	var wg sync.WaitGroup

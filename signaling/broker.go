@@ -87,11 +87,6 @@ func parseSessionRec(s string) (sessionRec, bool) {
 	return sessionRec{node: parts[0], peer: parts[1], user: parts[2]}, true
 }
 
-// A member's record: "seq|node|meta".
-func memberValue(seq int64, node string, meta json.RawMessage) string {
-	return strconv.FormatInt(seq, 10) + "|" + node + "|" + string(meta)
-}
-
 func parseMember(peer, v string) (memberRec, bool) {
 	seq, rest, ok1 := strings.Cut(v, "|")
 	node, meta, ok2 := strings.Cut(rest, "|")

@@ -9,17 +9,6 @@ import (
 	"github.com/icebox-rtc/icebox/signaling/protocol"
 )
 
-// protocol.Message is a message from a client. Unknown fields are ignored; a "from" sent by a client is
-// never read.
-type inbound struct {
-	Type string          `json:"type"`
-	ID   json.RawMessage `json:"id,omitempty"`
-	Room string          `json:"room,omitempty"`
-	Meta json.RawMessage `json:"meta,omitempty"`
-	To   string          `json:"to,omitempty"`
-	Data json.RawMessage `json:"data,omitempty"`
-}
-
 // protocolError is an error message for the client: a code of the protocol and a message.
 type protocolError struct {
 	Code    string

@@ -120,7 +120,7 @@ func (hs *handovers) take(ctx context.Context, token, user string) (*handover, e
 // spent deletes a token whose session moved here.
 func (hs *handovers) spent(ctx context.Context, token string) {
 	if err := hs.b.br.delSession(ctx, token); err != nil {
-		hs.b.failed("session", err) // it expires
+		_ = hs.b.failed("session", err) // counted; the token expires
 	}
 }
 
@@ -162,12 +162,12 @@ func (hs *handovers) moved(ctx context.Context, h *handover) {
 		return
 	}
 	if _, _, _, err := b.br.move(ctx, h.Peer, b.node); err != nil {
-		b.failed("move", err)
+		_ = b.failed("move", err)
 		hs.release(h.Peer)
 		return
 	}
 	if err := b.br.publish(ctx, h.From, []byte(string(kindMoved)+h.Peer+"|"+b.node)); err != nil {
-		b.failed("publish", err)
+		_ = b.failed("publish", err)
 		hs.release(h.Peer)
 		return
 	}
@@ -235,7 +235,7 @@ func (hs *handovers) answerTake(t takeMsg) {
 	}
 	msg, _ := json.Marshal(handoverMsg{ID: t.ID, Session: h})
 	if err := b.br.publish(ctx, t.From, append([]byte{kindHandover}, msg...)); err != nil {
-		b.failed("publish", err)
+		_ = b.failed("publish", err)
 		return
 	}
 	b.metrics.published.Inc()

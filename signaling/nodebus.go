@@ -163,7 +163,7 @@ func (b *NodeBus) received(msg []byte) {
 		return
 	}
 	p := msg[1:]
-	ok := true
+	var ok bool
 	switch msg[0] {
 	case kindDeliver:
 		ok = b.frames(p, false)
@@ -416,7 +416,7 @@ func (b *NodeBus) register(ctx context.Context, token, peer, user string) {
 		return // the resync after the outage writes it
 	}
 	if err := b.br.setSession(ctx, token, rec, ttl); err != nil {
-		b.failed("session", err)
+		_ = b.failed("session", err)
 	}
 }
 
@@ -424,7 +424,7 @@ func (b *NodeBus) forget(ctx context.Context, token string) {
 	err := b.down("session")
 	if err == nil {
 		if err = b.br.delSession(ctx, token); err != nil {
-			b.failed("session", err)
+			_ = b.failed("session", err)
 		}
 	}
 	b.recs.forget(token, err != nil)
@@ -436,7 +436,7 @@ func (b *NodeBus) dropped(ctx context.Context, token string, grace time.Duration
 		return
 	}
 	if err := b.br.expireSession(ctx, token, ttl); err != nil {
-		b.failed("session", err)
+		_ = b.failed("session", err)
 	}
 }
 
@@ -482,7 +482,7 @@ func (o *outbox) run() {
 			err := b.br.publish(ctx, m.node, m.msg)
 			cancel()
 			if err != nil {
-				b.failed("publish", err)
+				_ = b.failed("publish", err)
 				continue
 			}
 			b.metrics.published.Inc()

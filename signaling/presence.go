@@ -95,10 +95,10 @@ func (p *presence) tick() {
 		b.log.Error("signaling: redis lost", "err", err,
 			"effect", "joins and messages to other nodes get unavailable until it is back; connected clients stay")
 	case err != nil:
-		b.failed("heartbeat", err)
+		_ = b.failed("heartbeat", err)
 	case !p.up.Load():
 		if err := p.resync(ctx); err != nil {
-			b.failed("resync", err)
+			_ = b.failed("resync", err)
 			break // next tick
 		}
 		if !p.probe(ctx) {
@@ -139,7 +139,7 @@ func (p *presence) refresh(ctx context.Context) {
 	for _, room := range b.view.localRooms() {
 		ms, err := b.br.members(ctx, room)
 		if err != nil {
-			b.failed("members", err)
+			_ = b.failed("members", err)
 			return
 		}
 		b.view.read(room, membersOf(ms))
@@ -210,7 +210,7 @@ func (p *presence) tellDeparted(ctx context.Context) {
 			rest, _, err = b.br.leave(ctx, b.node, rp.room, rp.peer, protocol.ReasonDisconnected, "")
 		}
 		if err != nil {
-			b.failed("leave", err)
+			_ = b.failed("leave", err)
 			b.view.departAgain(rp, d) // again next time
 			continue
 		}
@@ -220,7 +220,7 @@ func (p *presence) tellDeparted(ctx context.Context) {
 		if !in { // the leave reached the broker before: its members are this node's to tell
 			ms, err := b.br.members(ctx, rp.room)
 			if err != nil {
-				b.failed("members", err)
+				_ = b.failed("members", err)
 				b.view.departAgain(rp, d)
 				continue
 			}
@@ -236,7 +236,7 @@ func (p *presence) reap(ctx context.Context) {
 	b := p.b
 	dead, err := b.br.deadNodes(ctx, b.presence+b.grace)
 	if err != nil {
-		b.failed("reap", err)
+		_ = b.failed("reap", err)
 		return
 	}
 	for _, n := range dead {
@@ -245,13 +245,13 @@ func (p *presence) reap(ctx context.Context) {
 		}
 		entries, err := b.br.nodePeers(ctx, n)
 		if err != nil {
-			b.failed("reap", err)
+			_ = b.failed("reap", err)
 			return
 		}
 		for _, rp := range entries {
 			rest, left, err := b.br.leave(ctx, b.node, rp.room, rp.peer, protocol.ReasonDisconnected, n)
 			if err != nil {
-				b.failed("reap", err)
+				_ = b.failed("reap", err)
 				return
 			}
 			if left {
@@ -260,7 +260,7 @@ func (p *presence) reap(ctx context.Context) {
 			}
 		}
 		if err := b.br.forgetNode(ctx, n); err != nil {
-			b.failed("reap", err)
+			_ = b.failed("reap", err)
 		}
 	}
 }

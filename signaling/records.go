@@ -109,10 +109,3 @@ func (rs *records) resync(ctx context.Context, br broker) error {
 	}
 	return nil
 }
-
-// count is the number of tokens this node holds records of.
-func (rs *records) count() int {
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	return len(rs.local)
-}

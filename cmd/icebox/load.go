@@ -362,14 +362,6 @@ func yamlContext(err error, data []byte) string {
 	return b.String()
 }
 
-func joinLines(errs []error) error {
-	lines := make([]string, len(errs))
-	for i, e := range errs {
-		lines[i] = e.Error()
-	}
-	return errors.New(strings.Join(lines, "\n  "))
-}
-
 // suggest names a known key or section close to an unknown one: a typo, or a key put in the
 // wrong section.
 func suggest(name string, keys []configKey, sections map[string]bool) string {

@@ -49,7 +49,8 @@ func (e Target) Dial(ctx context.Context, network, _ string) (net.Conn, error) {
 	return d.DialContext(ctx, network, e.Addr)
 }
 
-// Get fetches path over HTTPS from the edge, verifying its certificate.
+// Get fetches path over HTTPS from the edge, verifying its certificate; the body is read and
+// closed.
 func (e Target) Get(t *testing.T, path string) (*http.Response, []byte) {
 	t.Helper()
 	tr := &http.Transport{TLSClientConfig: e.TLSConfig(), DialContext: e.Dial, ForceAttemptHTTP2: true}
@@ -59,15 +60,15 @@ func (e Target) Get(t *testing.T, path string) (*http.Response, []byte) {
 	if err != nil {
 		t.Fatalf("GET %s%s: %v", e.Base(), path, err)
 	}
-	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
 	return resp, body
 }
 
-// iceConfig fetches /ice-config over the edge.
+// ICEConfig fetches /ice-config over the edge.
 func (e Target) ICEConfig(t *testing.T) credentials.ICEConfig {
 	t.Helper()
-	resp, body := e.Get(t, "/ice-config")
+	resp, body := e.Get(t, "/ice-config") //nolint:bodyclose // Get read and closed it
 	var c credentials.ICEConfig
 	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &c) != nil {
 		t.Fatalf("/ice-config over the edge: %d %s", resp.StatusCode, body)
@@ -93,7 +94,7 @@ func (e Target) Join(t *testing.T, room string) *sigclient.Client {
 	return c
 }
 
-// turnConn connects a TURN client to the edge over network: "tls" (verified), "tcp" or "udp"
+// TURNConn connects a TURN client to the edge over network: "tls" (verified), "tcp" or "udp"
 // (edge.UDP_listen).
 func (e Target) TURNConn(t *testing.T, network string) net.Conn {
 	t.Helper()
@@ -113,7 +114,7 @@ func (e Target) TURNConn(t *testing.T, network string) net.Conn {
 	return conn
 }
 
-// allocate makes an allocation with icebox's test client over network on the edge.
+// Allocate makes an allocation with icebox's test client over network on the edge.
 func (e Target) Allocate(t *testing.T, network string, cred credentials.ICEServer) {
 	t.Helper()
 	c := turntest.NewClient(t, network, e.TURNConn(t, network))

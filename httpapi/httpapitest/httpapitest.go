@@ -16,8 +16,8 @@ func Get(t testing.TB, c *http.Client, url string) (int, string) {
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}
-	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
 	return resp.StatusCode, string(body)
 }
 
@@ -29,7 +29,7 @@ func WaitStatus(t testing.TB, c *http.Client, url string, want int, within time.
 		resp, err := c.Get(url)
 		if err == nil {
 			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if resp.StatusCode == want {
 				return string(body)
 			}

@@ -64,7 +64,7 @@ func ValidRoom(r string) bool {
 		return false
 	}
 	for i := 0; i < len(r); i++ {
-		if c := r[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+		if c := r[i]; (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') && (c < '0' || c > '9') && c != '.' && c != '_' && c != '-' {
 			return false
 		}
 	}
