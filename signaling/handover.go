@@ -27,7 +27,8 @@ import (
 //	       request waits, deferred); otherwise its frames are passed on to the taker from the
 //	       moment the hub detaches it, the hub gives the session away, and 'h' answers.
 //	'm':   its own marker ('k') goes out on its own channel, behind every frame routed to it
-//	       before the move; when the marker comes back, the taker gets 'e'.
+//	       before the move (those in its channel, and those its own Sends in flight were
+//	       left to pass on); when the marker comes back, the taker gets 'e'.
 type handovers struct {
 	b *NodeBus
 
@@ -285,8 +286,14 @@ func (hs *handovers) received(kind byte, p string) bool {
 		hs.answer(m.ID, m.Session)
 	case kindProbe:
 		hs.answer(p, nil)
-	case kindMoved: // a peer of ours lives elsewhere now: mark the end of what we route on
-		b.out.publish(b.node, []byte(string(kindMark)+p))
+	case kindMoved: // a peer of ours lives elsewhere now: mark the end of what we route on,
+		// behind the frames of the Sends still passing theirs on (off the receive loop)
+		mark := []byte(string(kindMark) + p)
+		b.spawn(func() {
+			b.sending.Lock()
+			b.out.publish(b.node, mark)
+			b.sending.Unlock()
+		})
 	case kindMark:
 		peer, node, ok := strings.Cut(p, "|")
 		if !ok {

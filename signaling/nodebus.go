@@ -43,6 +43,12 @@ type NodeBus struct {
 	recs  *records
 	pres  *presence
 	out   *outbox
+
+	// sending is held (shared) by every Send from its broker call until it has passed on the
+	// frames the broker left here for peers on their way to another node. A move's marker
+	// waits for the Sends in flight when the move was announced, so that none of their frames
+	// is passed on behind it (and so after the new node released its fence).
+	sending sync.RWMutex
 }
 
 // RedisOptions configure a NodeBus on Redis.
@@ -381,6 +387,8 @@ func (b *NodeBus) Send(ctx context.Context, room string, peers []string, frame [
 	if err := b.down("publish"); err != nil {
 		return err
 	}
+	b.sending.RLock()
+	defer b.sending.RUnlock()
 	mine, n, err := b.br.send(ctx, b.node, room, remote, frame)
 	if err != nil {
 		return b.failed("publish", err)

@@ -557,10 +557,11 @@ func TestNodesChurn(t *testing.T) {
 
 		var wg sync.WaitGroup
 		results := make([]map[string][]int, receivers)
+		trail := make([][]string, receivers) // what each receiver read: connection, seq, sender and k
 		for i, x := range rxs {
 			results[i] = map[string][]int{}
 			wg.Go(func() {
-				got := 0
+				got, conn := 0, 0
 				record := func(m sigclient.Message) bool {
 					if m.Type != "broadcast" {
 						return true
@@ -571,6 +572,7 @@ func TestNodesChurn(t *testing.T) {
 						return false
 					}
 					results[i][m.From] = append(results[i][m.From], k)
+					trail[i] = append(trail[i], fmt.Sprintf("c%d/s%d/%.4s:%d", conn, m.Seq, m.From, k))
 					got++
 					return true
 				}
@@ -605,6 +607,7 @@ func TestNodesChurn(t *testing.T) {
 								return
 							}
 							x.c = c // and it may move on again at once
+							conn++
 						}
 					case <-time.After(20 * time.Second):
 						t.Errorf("receiver %d: stuck after %d messages", i, got)
@@ -633,7 +636,7 @@ func TestNodesChurn(t *testing.T) {
 				}
 				for k, v := range ks {
 					if v != k {
-						t.Errorf("receiver %d: message %d from a sender is %d (order or duplicate): %v", i, k, v, ks)
+						t.Errorf("receiver %d: message %d from a sender is %d (order or duplicate): %v\nread (connection/seq/sender:k): %v", i, k, v, ks, trail[i])
 						break
 					}
 				}
