@@ -23,7 +23,16 @@ func TestHTTPMetrics(t *testing.T) {
 		t.Fatalf("/ws through the metrics wrapper: %v", err)
 	}
 	_ = c.Close()
-	_, body := get(t, web, base+"/metrics")
+	// The upgrade is counted when its handler returns, which may be after the client read the
+	// 101: wait for it.
+	var body string
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		_, body = get(t, web, base+"/metrics")
+		if strings.Contains(body, `icebox_http_requests_total{code="1xx",route="/ws"} 1`+"\n") || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition, with a deadline
+	}
 	for _, want := range []string{
 		`icebox_http_requests_total{code="2xx",route="/healthz"} 1`,
 		`icebox_http_requests_total{code="2xx",route="/ice-config"} 1`,
