@@ -80,13 +80,15 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	ws, err := h.upgrader.Upgrade(w, r, nil)
+	hj := &hijacker{ResponseWriter: w}
+	ws, err := h.upgrader.Upgrade(hj, r, nil)
 	if err != nil {
 		release() // the upgrader has answered the client
 		return
 	}
 	ws.SetReadLimit(int64(h.cfg.MaxMessageBytes))
 	c := newConn(h, ws)
+	c.br, c.raw = hj.br, hj.pollable()
 	c.wmu.Lock() // nothing from the mailbox before the welcome
 	s, hello, err := h.open(opening{c: c, id: id, client: client, reserved: reserve, resume: resume, last: last, hasLast: lastErr == nil})
 	if err != nil {

@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"bufio"
 	"errors"
 	"io"
 	"math"
@@ -8,6 +9,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -19,11 +21,13 @@ import (
 // writeTimeout bounds one write: a client that does not read for this long is dropped.
 const writeTimeout = 10 * time.Second
 
-// conn is one WebSocket connection. Its reader goroutine decodes and dispatches. Writes happen
-// only when there is something to write: a flush goroutine, started when a frame lands in the
-// session's mailbox and gone once the mailbox is empty, and a timer for pings. An idle
-// connection costs one goroutine, which is what lets one node hold tens of thousands; nothing
-// a connection does ever blocks another one, a room, or the hub.
+// conn is one WebSocket connection. Its reader decodes and dispatches: a goroutine that the
+// hub's poller starts when the client has sent something and that ends once gorilla's buffer is
+// empty (poll.go), or, where the poller cannot watch the socket, a goroutine of its own. Writes
+// happen only when there is something to write: a flush goroutine, started when a frame lands in
+// the session's mailbox and gone once the mailbox is empty, and a timer for pings. An idle
+// connection costs no goroutine, which is what lets one node hold tens of thousands; nothing a
+// connection does ever blocks another one, a room, or the hub.
 type conn struct {
 	ws *websocket.Conn
 	h  *Hub
@@ -44,13 +48,22 @@ type conn struct {
 	closeSeq   uint64 // the last frame queued when the close began: the closer writes up to it
 	dropReason string
 
-	readerDone chan struct{}  // the reader stopped reading
-	running    atomic.Int32   // the reader and the closer: the last to end reports the drop
-	done       sync.WaitGroup // the reader and the closer
+	readerDone chan struct{} // the reader stopped reading
+	heard      atomic.Int64  // when the client last sent a message or a pong (Unix ns)
+
+	// Reads without a goroutine between messages (poll.go).
+	br       *bufio.Reader   // gorilla's read buffer: what it holds is read before parking
+	raw      syscall.RawConn // the TCP socket, watched by the hub's poller while parked
+	pollID   uint64          // the connection's key in the poller
+	polled   bool            // registered with the poller; only the reader touches it
+	readsNow atomic.Int32    // reading, parked or over
+	running  atomic.Int32    // the reader and the closer: the last to end reports the drop
+	done     sync.WaitGroup  // the reader and the closer
 }
 
 func newConn(h *Hub, ws *websocket.Conn) *conn {
 	c := &conn{ws: ws, h: h, closing: make(chan struct{}), readerDone: make(chan struct{})}
+	c.heard.Store(time.Now().UnixNano())
 	c.setRate(h.limits.Load().rateLimit)
 	// Ten rate-limited messages at once, then one a second, are tolerated; past that the client
 	// is not slowing down and is closed.
@@ -79,9 +92,15 @@ func (c *conn) hello(welcome []byte) bool {
 }
 
 // start runs the reader and the pings, and writes what the mailbox holds (counted in c.done
-// by the caller: the reader and the closer).
+// by the caller: the reader and the closer). The reader is the poller's when it can watch the
+// socket, else a goroutine of its own.
 func (c *conn) start() {
-	go c.readLoop()
+	if c.raw != nil && c.h.poller != nil {
+		c.h.poller.add(c)
+		c.park()
+	} else {
+		go c.readLoop()
+	}
 	c.kick()
 }
 
@@ -144,12 +163,18 @@ func (c *conn) writeAll(deadline time.Time, upTo uint64) bool {
 }
 
 // sendPing sends a WebSocket ping carrying the last seq written: its pong acknowledges
-// every frame up to it.
+// every frame up to it. A client silent for pong_timeout is dropped here: a parked connection
+// has no read, hence no read deadline, to notice it.
 func (c *conn) sendPing() {
 	select {
 	case <-c.closing:
 		return
 	default:
+	}
+	silent := time.Since(time.Unix(0, c.heard.Load()))
+	if silent >= c.h.cfg.PongTimeout {
+		c.close(websocket.CloseNormalClosure, "", nil, "pong_timeout")
+		return
 	}
 	c.wmu.Lock()
 	if c.s == nil { // never started
@@ -163,7 +188,7 @@ func (c *conn) sendPing() {
 		c.close(websocket.CloseNormalClosure, "", nil, "write_error")
 		return
 	}
-	c.ping.Reset(c.h.cfg.PingInterval)
+	c.ping.Reset(min(c.h.cfg.PingInterval, c.h.cfg.PongTimeout-silent))
 }
 
 // closeWait bounds the closing handshake: how long the closer waits for the client's close
@@ -209,6 +234,7 @@ func (c *conn) closer() {
 	case <-t.C:
 	}
 	_ = c.ws.Close() // ends the reader too
+	c.unpark()
 }
 
 // ended is called by the reader and the closer as they end; the last one reports the drop,
@@ -224,43 +250,57 @@ func (c *conn) ended() {
 // readBufs hold frames while they are decoded: the decoded message copies what it keeps.
 var readBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
+// readLoop reads with a goroutine of its own, blocked between messages: for connections the
+// poller cannot watch (TLS terminated here, or a platform without epoll).
 func (c *conn) readLoop() {
 	defer c.ended()
 	timeout := c.h.cfg.PongTimeout
 	_ = c.ws.SetReadDeadline(time.Now().Add(timeout))
-	c.ws.SetPongHandler(func(data string) error {
-		_ = c.ws.SetReadDeadline(time.Now().Add(timeout))
-		if seq, err := strconv.ParseUint(data, 10, 64); err == nil {
-			c.h.acked(c, seq)
-		}
-		return nil
-	})
+	c.ws.SetPongHandler(c.pongHandler)
 	for {
-		kind, r, err := c.ws.NextReader()
-		if err != nil {
-			c.close(websocket.CloseNormalClosure, "", nil, readDropReason(err))
-			close(c.readerDone)
-			return
-		}
-		bp := readBufs.Get().(*[]byte)
-		frame, err := readAll(r, (*bp)[:0])
-		if err != nil {
-			readBufs.Put(bp)
+		if err := c.readMessage(); err != nil {
 			c.close(websocket.CloseNormalClosure, "", nil, readDropReason(err))
 			close(c.readerDone)
 			return
 		}
 		_ = c.ws.SetReadDeadline(time.Now().Add(timeout))
-		select {
-		case <-c.closing: // closing: nothing more is handled or answered
-		default:
-			c.dispatch(kind, frame)
-		}
-		if cap(frame) <= 64<<10 {
-			*bp = frame[:0]
-			readBufs.Put(bp)
-		}
 	}
+}
+
+// pongHandler takes a pong: the client is there, and has every frame up to the seq the ping
+// carried.
+func (c *conn) pongHandler(data string) error {
+	c.heard.Store(time.Now().UnixNano())
+	_ = c.ws.SetReadDeadline(time.Now().Add(c.h.cfg.PongTimeout))
+	if seq, err := strconv.ParseUint(data, 10, 64); err == nil {
+		c.h.acked(c, seq)
+	}
+	return nil
+}
+
+// readMessage reads one message and, unless the connection is closing, handles it.
+func (c *conn) readMessage() error {
+	kind, r, err := c.ws.NextReader()
+	if err != nil {
+		return err
+	}
+	bp := readBufs.Get().(*[]byte)
+	frame, err := readAll(r, (*bp)[:0])
+	if err != nil {
+		readBufs.Put(bp)
+		return err
+	}
+	c.heard.Store(time.Now().UnixNano())
+	select {
+	case <-c.closing: // closing: nothing more is handled or answered
+	default:
+		c.dispatch(kind, frame)
+	}
+	if cap(frame) <= 64<<10 {
+		*bp = frame[:0]
+		readBufs.Put(bp)
+	}
+	return nil
 }
 
 func readAll(r io.Reader, b []byte) ([]byte, error) {

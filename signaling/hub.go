@@ -61,6 +61,8 @@ type Hub struct {
 
 	refusals *httpapi.RefusalLog // forbidden origins and rejected tokens, throttled
 	upgrader websocket.Upgrader
+	poller   *poller  // watches idle connections' sockets; nil: each has a reader goroutine
+	readers  *workers // read what the poller woke
 
 	// life is the hub's lifetime: every bus call's context derives from it, with a timeout.
 	life context.Context
@@ -114,9 +116,14 @@ func New(cfg Config, o Options) (*Hub, error) {
 		h.store.bind(h.giveAway)
 	}
 	h.metrics = newMetrics(o.Registry, h)
+	if p, err := newPoller(); err == nil {
+		h.poller, h.readers = p, newWorkers()
+	} else {
+		h.log.Debug("signaling: every connection reads with a goroutine of its own", "reason", err)
+	}
 	h.upgrader = websocket.Upgrader{
 		HandshakeTimeout:  10 * time.Second,
-		ReadBufferSize:    1024,
+		ReadBufferSize:    0, // the buffer the hijack hands over (poll.go)
 		WriteBufferSize:   1024,
 		WriteBufferPool:   &sync.Pool{},                             // idle connections hold no write buffer
 		EnableCompression: false,                                    // no permessage-deflate: memory and CPU per connection
@@ -221,6 +228,10 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		}
 		<-finished
 		err = ctx.Err()
+	}
+	if h.poller != nil {
+		h.poller.close()
+		h.readers.close()
 	}
 	h.stop()
 	return err
