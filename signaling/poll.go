@@ -31,7 +31,7 @@ const (
 )
 
 // readBufferSize is each connection's read buffer; a longer message is read through it.
-const readBufferSize = 1024
+const readBufferSize = 512
 
 // hijacker hands gorilla's upgrader a read buffer of ours, and keeps the socket.
 type hijacker struct {
