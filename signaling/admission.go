@@ -88,7 +88,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ws.SetReadLimit(int64(h.cfg.MaxMessageBytes))
 	c := newConn(h, ws)
-	c.br, c.raw = hj.br, hj.pollable()
+	c.br, c.sock, c.raw = hj.br, hj.sock, hj.pollable()
 	c.wmu.Lock() // nothing from the mailbox before the welcome
 	s, hello, err := h.open(opening{c: c, id: id, client: client, reserved: reserve, resume: resume, last: last, hasLast: lastErr == nil})
 	if err != nil {

@@ -53,10 +53,10 @@ type conn struct {
 
 	// Reads without a goroutine between messages (poll.go).
 	br       *bufio.Reader   // gorilla's read buffer: what it holds is read before parking
+	sock     *sock           // what br reads from
 	raw      syscall.RawConn // the TCP socket, watched by the hub's poller while parked
 	pollID   uint64          // the connection's key in the poller
-	polled   bool            // registered with the poller; only the reader touches it
-	readsNow atomic.Int32    // reading, parked or over
+	readsNow atomic.Int32    // reading, woken, parked or over
 	running  atomic.Int32    // the reader and the closer: the last to end reports the drop
 	done     sync.WaitGroup  // the reader and the closer
 }
@@ -96,8 +96,7 @@ func (c *conn) hello(welcome []byte) bool {
 // socket, else a goroutine of its own.
 func (c *conn) start() {
 	if c.raw != nil && c.h.poller != nil {
-		c.h.poller.add(c)
-		c.park()
+		c.watch()
 	} else {
 		go c.readLoop()
 	}
@@ -112,7 +111,7 @@ func (c *conn) kick() {
 	default:
 	}
 	if c.flushing.CompareAndSwap(false, true) {
-		go c.flush()
+		c.h.workers.run(c.flush)
 	}
 }
 

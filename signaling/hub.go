@@ -62,7 +62,7 @@ type Hub struct {
 	refusals *httpapi.RefusalLog // forbidden origins and rejected tokens, throttled
 	upgrader websocket.Upgrader
 	poller   *poller  // watches idle connections' sockets; nil: each has a reader goroutine
-	readers  *workers // read what the poller woke
+	workers  *workers // read what the poller woke; flush mailboxes
 
 	// life is the hub's lifetime: every bus call's context derives from it, with a timeout.
 	life context.Context
@@ -116,8 +116,9 @@ func New(cfg Config, o Options) (*Hub, error) {
 		h.store.bind(h.giveAway)
 	}
 	h.metrics = newMetrics(o.Registry, h)
+	h.workers = newWorkers()
 	if p, err := newPoller(); err == nil {
-		h.poller, h.readers = p, newWorkers()
+		h.poller = p
 	} else {
 		h.log.Debug("signaling: every connection reads with a goroutine of its own", "reason", err)
 	}
@@ -231,8 +232,8 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	}
 	if h.poller != nil {
 		h.poller.close()
-		h.readers.close()
 	}
+	h.workers.close()
 	h.stop()
 	return err
 }

@@ -26,6 +26,7 @@ import (
 // What a connection's reader is doing (conn.readsNow).
 const (
 	reading int32 = iota + 1 // a goroutine reads
+	woken                    // a goroutine reads, and bytes have arrived since it began
 	parked                   // the poller watches the socket
 	over                     // the reader has ended
 )
@@ -33,11 +34,13 @@ const (
 // readBufferSize is each connection's read buffer; a longer message is read through it.
 const readBufferSize = 512
 
-// hijacker hands gorilla's upgrader a read buffer of ours, and keeps the socket.
+// hijacker hands gorilla's upgrader a read buffer of ours, over the socket as a sock, and
+// keeps the socket.
 type hijacker struct {
 	http.ResponseWriter
-	br *bufio.Reader
-	nc net.Conn
+	br   *bufio.Reader
+	sock *sock
+	nc   net.Conn
 }
 
 // Hijack implements http.Hijacker.
@@ -46,8 +49,22 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil || brw.Reader.Buffered() > 0 {
 		return nc, brw, err // the upgrader refuses bytes sent before the handshake's end
 	}
-	h.br, h.nc = bufio.NewReaderSize(nc, readBufferSize), nc
-	return nc, bufio.NewReadWriter(h.br, brw.Writer), nil
+	h.nc, h.sock = nc, &sock{Conn: nc}
+	h.br = bufio.NewReaderSize(h.sock, readBufferSize)
+	return h.sock, bufio.NewReadWriter(h.br, brw.Writer), nil
+}
+
+// sock is the connection as gorilla reads it: it notes whether the last read filled what it
+// was given, in which case more may wait in the socket.
+type sock struct {
+	net.Conn
+	full bool // only the reader touches it
+}
+
+func (s *sock) Read(p []byte) (int, error) {
+	n, err := s.Conn.Read(p)
+	s.full = n == len(p)
+	return n, err
 }
 
 // pollable is the socket of a connection the poller can watch: a plain TCP connection whose
@@ -74,23 +91,40 @@ func (c *conn) readReady() {
 			c.stopReading(err)
 			return
 		}
-		if c.br.Buffered() == 0 {
-			break
+		if c.br.Buffered() == 0 && c.park() {
+			return
 		}
 	}
-	c.park()
 }
 
-// park has the poller start a reader when the client sends something; gorilla's buffer is
-// empty. Only the reader (or start, before there is one) parks.
-func (c *conn) park() {
-	first := !c.polled
-	c.polled = true
+// park hands the connection, whose buffer is empty, to the poller, and reports whether it
+// did: false means bytes came in while the reader read, and are still in the socket.
+//
+// The poller's registration is edge-triggered: it signals arrivals, not unread bytes. So an
+// arrival while a reader reads marks the connection woken, and the reader, instead of
+// parking, looks whether what arrived is still to be read (it may have read it already).
+func (c *conn) park() bool {
+	// A read that filled its buffer may have left bytes in the socket, and their arrival was
+	// signalled before. A shorter read emptied the socket: what arrives after is signalled.
+	if c.sock.full && c.h.poller.unread(c) {
+		return false
+	}
+	for !c.readsNow.CompareAndSwap(reading, parked) {
+		c.readsNow.Store(reading) // from woken: only the reader leaves it
+		if c.h.poller.unread(c) {
+			return false
+		}
+	}
+	return true // from here the poller may start the next reader, or the closer end the reading
+}
+
+// watch has the poller watch c's socket, which gorilla's buffer has nothing of yet: the
+// poller starts c's first reader when the client sends something.
+func (c *conn) watch() {
 	c.readsNow.Store(parked)
-	// From here the poller may start the next reader, and the closer may end the reading; a
-	// failed arm means the socket is closed, and whoever moves the connection from parked to
-	// over ends the reading.
-	if err := c.h.poller.arm(c, first); err != nil && c.readsNow.CompareAndSwap(parked, over) {
+	// A failed registration means the socket is closed; whoever moves the connection from
+	// parked to over ends the reading.
+	if err := c.h.poller.watch(c); err != nil && c.readsNow.CompareAndSwap(parked, over) {
 		c.stopReading(err)
 	}
 }

@@ -12,9 +12,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// poller watches the sockets of parked connections with one epoll instance, and starts a
-// reader for each that becomes readable. Each registration is one-shot: the reader arms it
-// again when it parks the connection. The epoll descriptor is itself in Go's poller (it is
+// poller watches the sockets of connections with one epoll instance, and starts a reader for a
+// parked one when bytes arrive. The epoll descriptor is itself in Go's poller (it is
 // readable while it has events), so waiting for it holds no thread: a goroutine blocked in
 // epoll_wait would hold its P until sysmon took it back, which on one core delays every other
 // goroutine by up to milliseconds.
@@ -70,36 +69,61 @@ func (p *poller) run() {
 		p.mu.Lock()
 		for _, ev := range events[:n] {
 			key := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
-			if c := p.conns[key]; c != nil && c.readsNow.CompareAndSwap(parked, reading) {
-				c.h.readers.run(c.readReady)
+			if c := p.conns[key]; c != nil {
+				p.woke(c)
 			}
 		}
 		p.mu.Unlock()
 	}
 }
 
-// add gives c its key, before c's first reader starts.
-func (p *poller) add(c *conn) {
+// watch registers c's socket, edge-triggered: every arrival of bytes is signalled once.
+func (p *poller) watch(c *conn) error {
 	p.mu.Lock()
 	p.last++
 	c.pollID = p.last
 	p.conns[c.pollID] = c
 	p.mu.Unlock()
-}
-
-// arm has the poller start c's reader when its socket is readable (now, if it already is);
-// first is c's first time. Only c's reader calls it.
-func (p *poller) arm(c *conn, first bool) error {
-	op := unix.EPOLL_CTL_MOD
-	if first {
-		op = unix.EPOLL_CTL_ADD
-	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLONESHOT, Fd: int32(uint32(c.pollID)), Pad: int32(uint32(c.pollID >> 32))}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(uint32(c.pollID)), Pad: int32(uint32(c.pollID >> 32))}
 	var err error
-	if cerr := c.raw.Control(func(fd uintptr) { err = unix.EpollCtl(p.epfd, op, int(fd), &ev) }); cerr != nil {
+	if cerr := c.raw.Control(func(fd uintptr) { err = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev) }); cerr != nil {
 		return cerr // closed
 	}
 	return err
+}
+
+// woke is an arrival on c's socket: a reader for a parked connection; a mark for a reading
+// one, whose reader looks again before it parks.
+func (p *poller) woke(c *conn) {
+	for {
+		switch c.readsNow.Load() {
+		case parked:
+			if c.readsNow.CompareAndSwap(parked, reading) {
+				c.h.workers.run(c.readReady)
+				return
+			}
+		case reading:
+			if c.readsNow.CompareAndSwap(reading, woken) {
+				return
+			}
+		default: // woken already, or over
+			return
+		}
+	}
+}
+
+// unread reports whether c's socket holds bytes not read yet (or an end or an error to read),
+// without waiting.
+func (p *poller) unread(c *conn) bool {
+	var b [1]byte
+	var n int
+	var err error
+	if cerr := c.raw.Control(func(fd uintptr) {
+		n, _, err = unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	}); cerr != nil {
+		return true // closed: the reader finds out
+	}
+	return n > 0 || !errors.Is(err, unix.EAGAIN)
 }
 
 // forget drops c, whose reader has ended. Its registration, disarmed or armed on a closed

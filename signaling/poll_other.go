@@ -9,7 +9,7 @@ type poller struct{}
 
 func newPoller() (*poller, error) { return nil, errors.ErrUnsupported }
 
-func (*poller) add(*conn)             {}
-func (*poller) arm(*conn, bool) error { return errors.ErrUnsupported }
-func (*poller) forget(*conn)          {}
-func (*poller) close()                {}
+func (*poller) watch(*conn) error { return errors.ErrUnsupported }
+func (*poller) unread(*conn) bool { return true }
+func (*poller) forget(*conn)      {}
+func (*poller) close()            {}

@@ -13,6 +13,9 @@ type workers struct {
 	tasks chan func()
 	stop  chan struct{}
 	wg    sync.WaitGroup
+
+	mu      sync.Mutex
+	stopped bool // guarded by mu: close has begun, so no worker starts
 }
 
 // workerIdle is how long a worker waits for a task before it ends.
@@ -22,14 +25,22 @@ func newWorkers() *workers {
 	return &workers{tasks: make(chan func()), stop: make(chan struct{})}
 }
 
-// run runs f on a waiting worker, or on a new one.
+// run runs f on a waiting worker, or on a new one (after close, on a goroutine of its own).
 func (w *workers) run(f func()) {
 	select {
 	case w.tasks <- f:
+		return
 	default:
-		w.wg.Add(1)
-		go w.work(f)
 	}
+	w.mu.Lock()
+	if w.stopped {
+		w.mu.Unlock()
+		go f()
+		return
+	}
+	w.wg.Add(1)
+	w.mu.Unlock()
+	go w.work(f)
 }
 
 func (w *workers) work(f func()) {
@@ -49,8 +60,11 @@ func (w *workers) work(f func()) {
 	}
 }
 
-// close ends the waiting workers, and waits for the busy ones, once no task comes any more.
+// close ends the waiting workers, and waits for the busy ones.
 func (w *workers) close() {
+	w.mu.Lock()
+	w.stopped = true
+	w.mu.Unlock()
 	close(w.stop)
 	w.wg.Wait()
 }
