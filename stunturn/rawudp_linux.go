@@ -112,6 +112,7 @@ type readLoop struct {
 	r       *rawUDP
 	off     int
 	size    int
+	batch   int // datagrams read at once, to begin with
 	max     int // the batch grows up to this when reads fill it: memory only where traffic is
 	bufs    [][]byte
 	sas     []unix.RawSockaddrAny
@@ -131,8 +132,7 @@ type readLoop struct {
 }
 
 func newReadLoop(r *rawUDP, batch, maxBatch, off, size int, handle func(b []byte, n int, from netip.AddrPort) bool) *readLoop {
-	l := &readLoop{r: r, off: off, size: size, max: max(batch, maxBatch), handle: handle}
-	l.resize(batch)
+	l := &readLoop{r: r, off: off, size: size, batch: batch, max: max(batch, maxBatch), handle: handle}
 	l.fn = l.read
 	return l
 }
@@ -179,6 +179,14 @@ func (l *readLoop) read(fd uintptr) bool {
 			// readiness (poll.FD.RawRead), which would lose such a signal.
 			l.drained = false
 			return false
+		}
+		if len(l.msgs) == 0 {
+			// No buffers until a datagram is there: a relay socket nobody sends to holds none
+			// (about 2 KiB for each idle allocation). Looking costs what the first read costs.
+			if _, _, err := unix.Recvfrom(int(fd), nil, unix.MSG_PEEK|unix.MSG_DONTWAIT); errors.Is(err, unix.EAGAIN) {
+				return false
+			}
+			l.resize(l.batch)
 		}
 		if l.cnt == len(l.msgs) && l.cnt < l.max { // the last read filled the batch
 			l.resize(l.max)
