@@ -1,19 +1,17 @@
 package stunturn
 
 import (
-	"bufio"
 	"container/list"
 	"context"
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -217,7 +215,8 @@ func (q *idleStreams) oldest() *streamConn {
 
 // track wraps an accepted connection and remembers it. Its idle timeout runs from now.
 func (t *listener) track(c net.Conn) *streamConn {
-	sc := &streamConn{Conn: c, t: t, key: c.RemoteAddr().String(), r: bufio.NewReaderSize(c, 4096)}
+	sc := &streamConn{Conn: c, t: t, key: c.RemoteAddr().String(), raw: rawStream(c)}
+	sc.in.key = sc.key
 	sc.client, _ = addrPort(c.RemoteAddr())
 	sc.setAllocated(false)
 	t.mu.Lock()
@@ -247,9 +246,9 @@ type streamConn struct {
 	net.Conn
 	t         *listener
 	key       string
-	client    netip.AddrPort // the fast path's key
-	r         *bufio.Reader
-	frame     []byte
+	client    netip.AddrPort  // the fast path's key
+	raw       syscall.RawConn // plain TCP: read by readRaw
+	in        streamFrames
 	handshook bool
 	closed    atomic.Bool
 	cur       atomic.Pointer[request]
@@ -275,29 +274,40 @@ func (c *streamConn) Read(p []byte) (int, error) {
 		}
 		c.handshook = true
 	}
+	c.done(c.cur.Load())
+	if c.raw != nil {
+		return c.readRaw(p)
+	}
 	for {
-		c.done(c.cur.Load())
 		frame, err := c.readFrame()
 		if err != nil {
 			return 0, err
 		}
-		if c.t.fast.fromClient(frame, c.client) {
-			continue // relayed on the fast path
+		if n, ok := c.take(frame, p); ok {
+			return n, nil
 		}
-		if len(frame) >= len(p) {
-			continue // larger than pion reads: it would drop it as truncated anyway
-		}
-		v, r, ans := c.t.inspect(c.RemoteAddr(), frame)
-		if v == reply {
-			if ans.b != nil {
-				_, _ = c.Conn.Write(ans.b)
-			}
-			ans.done()
-			continue
-		}
-		c.cur.Store(r)
-		return copy(p, frame), nil
 	}
+}
+
+// take handles a frame from the client: relayed on the fast path, answered here, or for pion,
+// copied into p (true).
+func (c *streamConn) take(frame, p []byte) (int, bool) {
+	if c.t.fast.fromClient(frame, c.client) {
+		return 0, false // relayed on the fast path
+	}
+	if len(frame) >= len(p) {
+		return 0, false // larger than pion reads: it would drop it as truncated anyway
+	}
+	v, r, ans := c.t.inspect(c.RemoteAddr(), frame)
+	if v == reply {
+		if ans.b != nil {
+			_, _ = c.Conn.Write(ans.b)
+		}
+		ans.done()
+		return 0, false
+	}
+	c.cur.Store(r)
+	return copy(p, frame), true
 }
 
 // handshake completes TLS within the handshake timeout, in the connection's own goroutine.
@@ -311,42 +321,20 @@ func (c *streamConn) handshake() error {
 	return tc.HandshakeContext(ctx)
 }
 
-// readFrame reads the next STUN message or ChannelData message (with its padding to a
-// multiple of 4, as RFC 8656 requires over streams).
+// readFrame reads the next frame through net.Conn (TLS).
 func (c *streamConn) readFrame() ([]byte, error) {
-	head, err := c.r.Peek(4)
-	if err != nil {
-		return nil, err
-	}
-	var size int
-	switch head[0] & 0xC0 {
-	case 0x00: // STUN: 20-byte header + length
-		hdr, err := c.r.Peek(stunHeaderSize)
-		if err != nil {
+	for {
+		frame, err := c.in.next()
+		if frame != nil || err != nil {
+			return frame, err
+		}
+		space := c.in.space()
+		n, err := c.Conn.Read(space)
+		c.in.w += n
+		if err != nil && (n == 0 || !errors.Is(err, io.EOF)) {
 			return nil, err
 		}
-		if !isSTUN(hdr) {
-			return nil, fmt.Errorf("%w from %s", ErrBadFrame, c.key)
-		}
-		size = stunHeaderSize + int(binary.BigEndian.Uint16(hdr[2:4]))
-	case 0x40: // ChannelData: channel number 0x4000-0x7FFF, length, data, padding
-		size = 4 + (int(binary.BigEndian.Uint16(head[2:4]))+3)&^3
-		if size > maxChannelFrame {
-			// No relay carries it (pion reads 1600 bytes at most), and waiting for that much
-			// of what is likely not TURN at all would hold the connection open.
-			return nil, fmt.Errorf("%w from %s: ChannelData of %d bytes", ErrBadFrame, c.key, size)
-		}
-	default:
-		return nil, fmt.Errorf("%w from %s", ErrBadFrame, c.key)
 	}
-	if cap(c.frame) < size {
-		c.frame = make([]byte, size)
-	}
-	c.frame = c.frame[:size]
-	if _, err := io.ReadFull(c.r, c.frame); err != nil {
-		return nil, err
-	}
-	return c.frame, nil
 }
 
 // send writes a message for the client (the fast path's clientOut): one Write, so that it never
