@@ -297,22 +297,39 @@ func sortedKeys[V any](m map[string]V) []string {
 
 // gapNotes reads the profiles above for the targets that are the hardest to meet: what the
 // remaining gap is made of, and the next step on each.
-const gapNotes = `### Reading the profiles: remaining gaps and next steps
+const gapNotes = `### Reading the profiles: where the time goes, and what would move it
 
-- **Saturation** (target >= 1.2x coturn). On the fast path, icebox's own code is a few percent
-  of its CPU: the time is the kernel's recvmmsg and sendto (syscall frames above). Both servers
-  pay about the same kernel cost per datagram, so icebox's margin comes only from its smaller
-  user-space share (CPU per relayed packet at the top load, in the rounds above). The offered load
-  also tops out near what one load-generator core can send and receive, so the highest offered
-  step is often a limit of the generator, not of the server. Next steps: sendmmsg for the packets
-  one recvmmsg batch sends through the same socket, several SO_REUSEPORT listener sockets when
-  the server has more than one core, and a generator that batches its own I/O so that it is not
-  the first to saturate.
-- **Allocation rate** (target >= 2x coturn). An Allocate is two round trips (401 with a nonce,
-  then the authenticated request); icebox verifies MESSAGE-INTEGRITY once in its socket wrapper
-  (against every secret) and pion verifies it again, then pion builds the allocation (goroutine,
-  timers, maps) and icebox binds a relay socket. The profile shows the split: syscalls (socket,
-  bind, the responses), allocation and garbage collection (mallocgc, scan), HMAC/MD5. Next steps:
-  hand pion the key icebox already verified with instead of a second full check, a pool of
-  pre-bound relay sockets, and fewer allocations per Allocate in the wrapper.
+- **Relayed packets** (audio, video, saturation). On the fast paths icebox's own code is a few
+  percent of its CPU: the time is the kernel's recvmmsg and sendto (syscall frames above; on
+  loopback the sender also pays the receiver's softirq). Per wake-up icebox makes the system calls
+  coturn makes (one recvmmsg, one sendto per datagram, and no read that only answers EAGAIN), so
+  at low rates the ratio is set by the Go scheduler's cost per wake-up (schedule and netpoll, about
+  a fifth of icebox's CPU in a profile of the video load), which coturn's event loop does not pay:
+  the video profile (fewer, larger packets) shows it most, saturation (many packets per wake-up)
+  least. What would move it: reading the relay sockets from shared loops (one epoll wait for many
+  sockets, as icebox's signaling does for its connections) instead of one goroutine per
+  allocation, and then one sendmmsg for the client-ward datagrams a loop iteration gathers (they
+  all leave through the listener socket). pion v4 reads each relay socket in its allocation's own
+  goroutine (packetHandler), so this means replacing its read loop: not done.
+- **TCP.** The read side cuts and relays every frame within one wait of Go's poller (no read that
+  only answers EAGAIN); each ChannelData message to the client is one write, as in coturn. The
+  remaining gap is the scheduler's per-wake-up cost, as above, once per connection.
+- **Allocation rate** (target >= 1.5x coturn). Neither server uses its whole core in this scenario:
+  the rate is bound by the load generator's core and the round trips, so the CPU per allocation is
+  the figure that compares the servers. An Allocate is two round trips (401 with a nonce, then the
+  authenticated request); icebox verifies MESSAGE-INTEGRITY once in its socket wrapper (against
+  every secret) and pion verifies it again, then pion builds the allocation (goroutine, timers,
+  maps) and icebox binds a relay socket (socket, bind, registration with the poller: the largest
+  single cost). Next steps: hand pion the key icebox already verified, a pool of pre-bound relay
+  sockets filled off the request path, and fewer allocations per Allocate in pion's handler.
+- **Idle allocations.** About 15 MB of icebox's RSS is its binary's file-backed pages (a fresh
+  icebox: 17.5 MB RSS, 14.8 MB of it file-backed); the rest is about 13 KiB per allocation: pion's
+  allocation (about 3 KiB of maps, timers and channels), its 1,600-byte read buffer, the reading
+  goroutine's stack, icebox's relay socket. icebox's own read buffers are made only when a first
+  datagram arrives.
+- **Signaling.** An idle connection holds no goroutine: an epoll poller watches parked sockets and
+  a pool of workers reads what arrives, so the idle cost is the heap of gorilla's connection, a
+  512-byte read buffer, icebox's connection and session, and the socket. Under load the CPU is the
+  one read and one write system call per message (about two thirds) and JSON decoding (about a
+  tenth); the p99 latency varies from run to run with what else the shared machine runs.
 `
