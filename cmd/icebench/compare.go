@@ -54,7 +54,7 @@ func (o *compareOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.node, "node", "node", "Node.js, to run the signaling yardstick (\"\": skip it)")
 	fs.StringVar(&o.nodeServer, "node-server", "bench/signal-node/server.js", "the yardstick: the same protocol relayed by Node.js and ws (npm ci in its folder first)")
 	fs.StringVar(&o.micro, "micro", "", "output of go test -bench to include in the report")
-	fs.DurationVar(&o.profileTime, "profile", 8*time.Second, "CPU profile of icebox under the saturation and allocation loads, this long (0: none)")
+	fs.DurationVar(&o.profileTime, "profile", 8*time.Second, "CPU profile of icebox under the saturation, allocation and signaling loads, this long (0: none)")
 	fs.StringVar(&o.profileDir, "profile-dir", "", "where the profiles go (default: next to -out)")
 }
 

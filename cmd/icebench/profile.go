@@ -42,17 +42,19 @@ func (o *compareOptions) profileLoads(secret string) []profiled {
 	_ = os.MkdirAll(dir, 0o750)
 
 	base := turnOptions{server: s.turn, transport: "udp", secret: secret, pid: s.pid(), label: "icebox", concurrency: 16}
-	loads := []struct {
+	type load struct {
 		name, load string
-		cum        bool // sorted by cumulative time: where a request's path spends it
+		cum        bool          // sorted by cumulative time: where a request's path spends it
+		ramp       time.Duration // from the load's start to the profile's
 		run        func(ctx context.Context)
-	}{
-		{"saturation", "100 allocations x 800 pps x 172 B (echo)", false, func(ctx context.Context) {
+	}
+	loads := []load{
+		{"saturation", "100 allocations x 800 pps x 172 B (echo)", false, time.Second, func(ctx context.Context) {
 			opts := base
 			opts.mode, opts.allocations, opts.rate, opts.size, opts.duration, opts.warmup = "echo", 100, 800, 172, o.profileTime+2*time.Second, time.Second
 			_, _ = runTurn(&opts)
 		}},
-		{"allocation rate", "batches of 1500 allocations, released after each batch", true, func(ctx context.Context) {
+		{"allocation rate", "batches of 1500 allocations, released after each batch", true, time.Second, func(ctx context.Context) {
 			for ctx.Err() == nil {
 				opts := base
 				opts.mode, opts.allocations = "alloc", 1500
@@ -62,12 +64,21 @@ func (o *compareOptions) profileLoads(secret string) []profiled {
 			}
 		}},
 	}
+	if !o.skipSignaling {
+		// The clients connect and warm up for 6 s (at about 5,000 connects/s), then send for
+		// longer than the profile takes.
+		loads = append(loads, load{"signaling", fmt.Sprintf("%d clients in rooms of 4, %.0f messages/s", o.signalClients, o.signalRate), true, 6 * time.Second, func(context.Context) {
+			so := signalOptions{url: "ws://" + s.http + "/ws", clients: o.signalClients, roomSize: 4, concurrency: 64, rate: o.signalRate,
+				duration: o.profileTime + 4*time.Second, warmup: 4 * time.Second, pid: s.pid(), label: "icebox"}
+			_, _ = runSignal(&so)
+		}})
+	}
 	var out []profiled
 	for _, l := range loads {
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
 		wg.Go(func() { l.run(ctx) })
-		time.Sleep(time.Second) // the load ramps up
+		time.Sleep(l.ramp) // the load ramps up
 		file := filepath.Join(dir, "profile-"+strings.ReplaceAll(l.name, " ", "-")+".pb.gz")
 		err := fetch(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", pprofAddr, int(o.profileTime.Seconds())), file)
 		cancel()
