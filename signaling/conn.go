@@ -24,8 +24,8 @@ const writeTimeout = 10 * time.Second
 // conn is one WebSocket connection. Its reader decodes and dispatches: a goroutine that the
 // hub's poller starts when the client has sent something and that ends once gorilla's buffer is
 // empty (poll.go), or, where the poller cannot watch the socket, a goroutine of its own. Writes
-// happen only when there is something to write: a flush goroutine, started when a frame lands in
-// the session's mailbox and gone once the mailbox is empty, and a timer for pings. An idle
+// happen only when there is something to write: a flush, run by the hub's workers when a frame
+// lands in the session's mailbox and done once the mailbox is empty, and a timer for pings. An idle
 // connection costs no goroutine, which is what lets one node hold tens of thousands; nothing a
 // connection does ever blocks another one, a room, or the hub.
 type conn struct {
@@ -64,6 +64,9 @@ type conn struct {
 func newConn(h *Hub, ws *websocket.Conn) *conn {
 	c := &conn{ws: ws, h: h, closing: make(chan struct{}), readerDone: make(chan struct{})}
 	c.heard.Store(time.Now().UnixNano())
+	// Both readers: gorilla calls it for a pong it reads (a parked connection's reader reads
+	// pongs itself, but not those between the fragments of a message).
+	ws.SetPongHandler(c.pongHandler)
 	c.setRate(h.limits.Load().rateLimit)
 	// Ten rate-limited messages at once, then one a second, are tolerated; past that the client
 	// is not slowing down and is closed.
@@ -255,7 +258,6 @@ func (c *conn) readLoop() {
 	defer c.ended()
 	timeout := c.h.cfg.PongTimeout
 	_ = c.ws.SetReadDeadline(time.Now().Add(timeout))
-	c.ws.SetPongHandler(c.pongHandler)
 	for {
 		if err := c.readMessage(); err != nil {
 			c.close(websocket.CloseNormalClosure, "", nil, readDropReason(err))
