@@ -122,12 +122,14 @@ func (r *reloader) reload(why string) *reloadResult {
 	l, err := r.load()
 	if err != nil {
 		res := &reloadResult{Result: "failure", At: time.Now(), Problems: problemsOf(err)}
+		// Recorded before it is logged: whoever reads the log line and then asks /readyz or
+		// /metrics sees this reload.
+		r.record(res)
 		for _, p := range res.Problems {
 			log.Error("configuration reload refused", "problem", p)
 		}
 		log.Error("configuration reload refused whole: nothing of it was applied; the running configuration stays",
 			"trigger", why, "problems", len(res.Problems))
-		r.record(res)
 		return res
 	}
 	for _, w := range l.warnings {
@@ -135,12 +137,12 @@ func (r *reloader) reload(why string) *reloadResult {
 	}
 	res := r.apply(l)
 	res.At = time.Now()
+	r.record(res)
 	for _, k := range res.Restart {
 		log.Warn("configuration key changed but needs a restart: the running value stays until icebox restarts", "key", k)
 	}
 	log.Info("configuration reloaded", "trigger", why, "config", configFileForLog(l.file),
 		"changed", strings.Join(res.Changed, " "), "restart_needed", strings.Join(res.Restart, " "))
-	r.record(res)
 	return res
 }
 
