@@ -19,14 +19,23 @@ import (
 type broker interface {
 	// join adds m to room (on node) unless it holds max peers (ErrRoomFull), and publishes a
 	// join event to the other nodes of the members that were there, which it returns.
-	join(ctx context.Context, node, room string, m protocol.Member, max int) ([]memberRec, error)
+	// op names this call: the broker keeps its answer for a while (see outcome), and the
+	// same call run again (a Redis client's retry after a reply it did not get) answers the
+	// same, changes nothing and tells nobody twice.
+	join(ctx context.Context, node, room string, m protocol.Member, max int, op string) ([]memberRec, error)
 	// restore puts m back into room on node without a limit or an event: a resync after
 	// the broker lost it.
 	restore(ctx context.Context, node, room string, m protocol.Member) error
 	// leave removes peer from room, if it is there (and, with only set, still on node only),
 	// and publishes a leave event with reason to the other nodes of the members left, which
-	// it returns; left says whether peer was there.
-	leave(ctx context.Context, node, room, peer, reason, only string) (rest []memberRec, left bool, err error)
+	// it returns; left says whether peer was there. op as for join.
+	leave(ctx context.Context, node, room, peer, reason, only, op string) (rest []memberRec, left bool, err error)
+	// outcome is the answer of peer's join or leave op, if it happened (found false: it did
+	// not, or its answer is older than opMemory). A call that failed on the way may have
+	// happened all the same; its answer is what its members were told, which the members
+	// read afterwards are not (a member that joined before and left since is not among them,
+	// and its peer-left is on its way).
+	outcome(ctx context.Context, peer, op string) (ms []memberRec, found bool, err error)
 	// members lists room in join order.
 	members(ctx context.Context, room string) ([]memberRec, error)
 	contains(ctx context.Context, room, peer string) (bool, error)
@@ -61,6 +70,10 @@ type broker interface {
 
 	close() error
 }
+
+// opMemory is how long the broker keeps the answer of a join or leave (broker.outcome): far
+// longer than a call, its retry and the look at its outcome take.
+const opMemory = time.Minute
 
 // memberRec is a room member as the broker holds it: the node it lives on, and its join order.
 type memberRec struct {

@@ -30,6 +30,14 @@ type Loopback struct {
 	sessions map[string]loopbackSession
 	beats    map[string]time.Time
 	subs     map[string]*mailbag
+	ops      map[string]loopbackOp // peer -> the answer of its last join or leave
+}
+
+// loopbackOp is the answer of a peer's join or leave, kept until expires.
+type loopbackOp struct {
+	op      string
+	answer  []memberRec
+	expires time.Time
 }
 
 type loopbackSession struct {
@@ -53,6 +61,7 @@ func NewLoopback(clock Clock) *Loopback {
 func (l *Loopback) clear() {
 	l.rooms, l.seqs, l.peerRoom = map[string]map[string]memberRec{}, map[string]int64{}, map[string]string{}
 	l.byNode, l.sessions, l.beats = map[string]map[roomPeer]struct{}{}, map[string]loopbackSession{}, map[string]time.Time{}
+	l.ops = map[string]loopbackOp{}
 }
 
 // Node joins a new NodeBus to the broker.
@@ -143,16 +152,32 @@ func (l *Loopback) tell(kind byte, self, room, peer, detail string, ms []memberR
 	}
 }
 
-func (b *loopbackBroker) join(_ context.Context, node, room string, m protocol.Member, max int) ([]memberRec, error) {
-	return b.add(node, room, m, max, false)
+func (b *loopbackBroker) join(_ context.Context, node, room string, m protocol.Member, max int, op string) ([]memberRec, error) {
+	return b.add(node, room, m, max, false, op)
 }
 
 func (b *loopbackBroker) restore(_ context.Context, node, room string, m protocol.Member) error {
-	_, err := b.add(node, room, m, 0, true)
+	_, err := b.add(node, room, m, 0, true, "")
 	return err
 }
 
-func (b *loopbackBroker) add(node, room string, m protocol.Member, max int, quiet bool) ([]memberRec, error) {
+// answered is the kept answer of peer's op, if any; l.mu is held.
+func (l *Loopback) answered(peer, op string) ([]memberRec, bool) {
+	a, ok := l.ops[peer]
+	if !ok || op == "" || a.op != op || !l.clock.Now().Before(a.expires) {
+		return nil, false
+	}
+	return slices.Clone(a.answer), true
+}
+
+// keep keeps answer as the answer of peer's op; l.mu is held.
+func (l *Loopback) keep(peer, op string, answer []memberRec) {
+	if op != "" {
+		l.ops[peer] = loopbackOp{op: op, answer: slices.Clone(answer), expires: l.clock.Now().Add(opMemory)}
+	}
+}
+
+func (b *loopbackBroker) add(node, room string, m protocol.Member, max int, quiet bool, op string) ([]memberRec, error) {
 	if err := b.lock(); err != nil {
 		return nil, err
 	}
@@ -160,6 +185,9 @@ func (b *loopbackBroker) add(node, room string, m protocol.Member, max int, quie
 	defer l.mu.Unlock()
 	ms := l.rooms[room]
 	if cur, in := ms[m.Peer]; in { // a join tried again: nothing changes, nobody is told twice
+		if before, ok := l.answered(m.Peer, op); ok {
+			return before, nil
+		}
 		return slices.DeleteFunc(l.sorted(room), func(x memberRec) bool { return x.seq >= cur.seq }), nil
 	}
 	if !quiet && len(ms) >= max {
@@ -177,20 +205,25 @@ func (b *loopbackBroker) add(node, room string, m protocol.Member, max int, quie
 		l.byNode[node] = map[roomPeer]struct{}{}
 	}
 	l.byNode[node][roomPeer{room, m.Peer}] = struct{}{}
+	l.keep(m.Peer, op, before)
 	if !quiet {
 		l.tell(kindJoined, node, room, m.Peer, string(m.Meta), before)
 	}
 	return before, nil
 }
 
-func (b *loopbackBroker) leave(_ context.Context, node, room, peer, reason, only string) ([]memberRec, bool, error) {
+func (b *loopbackBroker) leave(_ context.Context, node, room, peer, reason, only, op string) ([]memberRec, bool, error) {
 	if err := b.lock(); err != nil {
 		return nil, false, err
 	}
 	l := b.l
 	defer l.mu.Unlock()
 	m, ok := l.rooms[room][peer]
-	if !ok || (only != "" && m.node != only) {
+	if !ok {
+		rest, again := l.answered(peer, op)
+		return rest, again, nil
+	}
+	if only != "" && m.node != only {
 		return nil, false, nil
 	}
 	delete(l.rooms[room], peer)
@@ -203,8 +236,18 @@ func (b *loopbackBroker) leave(_ context.Context, node, room, peer, reason, only
 		delete(l.rooms, room)
 		delete(l.seqs, room)
 	}
+	l.keep(peer, op, rest)
 	l.tell(kindLeft, node, room, peer, reason, rest)
 	return rest, true, nil
+}
+
+func (b *loopbackBroker) outcome(_ context.Context, peer, op string) ([]memberRec, bool, error) {
+	if err := b.lock(); err != nil {
+		return nil, false, err
+	}
+	defer b.l.mu.Unlock()
+	ms, ok := b.l.answered(peer, op)
+	return ms, ok, nil
 }
 
 func (b *loopbackBroker) members(_ context.Context, room string) ([]memberRec, error) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -49,6 +50,13 @@ type NodeBus struct {
 	// waits for the Sends in flight when the move was announced, so that none of their frames
 	// is passed on behind it (and so after the new node released its fence).
 	sending sync.RWMutex
+
+	ops atomic.Uint64 // the joins and leaves asked of the broker, for their op names
+}
+
+// op names a new join or leave call of this node (see broker.join).
+func (b *NodeBus) op() string {
+	return b.node + "/" + strconv.FormatUint(b.ops.Add(1), 36)
 }
 
 // RedisOptions configure a NodeBus on Redis.
@@ -250,12 +258,13 @@ func (b *NodeBus) Join(ctx context.Context, room string, m protocol.Member, max 
 	// Nothing reaches the joiner before its joined reply: what other joins and leaves tell it
 	// meanwhile waits at the gate.
 	b.deliv.gate(m.Peer)
-	before, err := b.br.join(ctx, b.node, room, m, max)
+	op := b.op()
+	before, err := b.br.join(ctx, b.node, room, m, max, op)
 	if err != nil && !errors.Is(err, ErrRoomFull) {
 		// The call failed on the way: the join may have happened all the same, and told the
 		// other nodes. What the broker holds decides.
 		var joined bool
-		if before, joined = b.joinOutcome(room, m.Peer); !joined {
+		if before, joined = b.joinOutcome(room, m.Peer, op); !joined {
 			err = b.failed("join", err)
 		} else {
 			err = nil
@@ -273,13 +282,23 @@ func (b *NodeBus) Join(ctx context.Context, room string, m protocol.Member, max 
 	return ms, nil
 }
 
-// joinOutcome finds out whether a join whose call failed happened: if the broker holds peer,
-// it did, and the members before it are those that joined earlier. When the broker cannot say,
-// the join counts as failed, and the membership is taken back once the broker is back.
-func (b *NodeBus) joinOutcome(room, peer string) (before []memberRec, joined bool) {
+// joinOutcome finds out whether join op, whose call failed, happened: if the broker kept its
+// answer, it did, and the members before it are the answer (not the members now: one that
+// left since is on its way to the joiner as leaving, and must be in its joined). Without an
+// answer kept, the broker holding peer says it joined, with those that joined earlier. When
+// the broker cannot say, the join counts as failed, and the membership is taken back once
+// the broker is back.
+func (b *NodeBus) joinOutcome(room, peer, op string) (before []memberRec, joined bool) {
 	ctx, cancel := context.WithTimeout(b.ctx, outcomeTimeout)
 	defer cancel()
-	ms, err := b.br.members(ctx, room)
+	before, joined, err := b.br.outcome(ctx, peer, op)
+	if err == nil && joined {
+		return before, true
+	}
+	var ms []memberRec
+	if err == nil {
+		ms, err = b.br.members(ctx, room)
+	}
 	if err != nil {
 		b.view.joinFailed(room, peer)
 		return nil, false
@@ -292,11 +311,20 @@ func (b *NodeBus) joinOutcome(room, peer string) (before []memberRec, joined boo
 	return nil, false
 }
 
-// leaveOutcome finds out whether a leave whose call failed happened: if the broker no longer
-// holds peer, it did (the other nodes were told), and rest are the members left.
-func (b *NodeBus) leaveOutcome(room, peer string) (rest []memberRec, left, known bool) {
+// leaveOutcome finds out whether leave op, whose call failed, happened: if the broker kept
+// its answer, it did (the other nodes were told), and rest are the members left then (not
+// those now: one that joined since never knew peer). Without an answer kept, the broker no
+// longer holding peer says it is gone, and rest are the members now.
+func (b *NodeBus) leaveOutcome(room, peer, op string) (rest []memberRec, left, known bool) {
 	ctx, cancel := context.WithTimeout(b.ctx, outcomeTimeout)
 	defer cancel()
+	rest, left, err := b.br.outcome(ctx, peer, op)
+	if err != nil {
+		return nil, false, false
+	}
+	if left {
+		return rest, true, true
+	}
 	ms, err := b.br.members(ctx, room)
 	if err != nil {
 		return nil, false, false
@@ -318,10 +346,11 @@ func (b *NodeBus) Leave(ctx context.Context, room, peer, reason string) error {
 	var rest []memberRec
 	left, unknown := false, false
 	if err == nil {
-		if rest, left, err = b.br.leave(ctx, b.node, room, peer, reason, ""); err != nil {
+		op := b.op()
+		if rest, left, err = b.br.leave(ctx, b.node, room, peer, reason, "", op); err != nil {
 			// The call failed on the way: the leave may have happened all the same.
 			var known bool
-			if rest, left, known = b.leaveOutcome(room, peer); known && left {
+			if rest, left, known = b.leaveOutcome(room, peer, op); known && left {
 				err = nil
 			} else {
 				err, unknown = b.failed("leave", err), !known

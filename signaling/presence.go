@@ -207,7 +207,7 @@ func (p *presence) tellDeparted(ctx context.Context) {
 		}
 		var rest []memberRec
 		if err == nil && in {
-			rest, _, err = b.br.leave(ctx, b.node, rp.room, rp.peer, protocol.ReasonDisconnected, "")
+			rest, _, err = b.br.leave(ctx, b.node, rp.room, rp.peer, protocol.ReasonDisconnected, "", b.op())
 		}
 		if err != nil {
 			_ = b.failed("leave", err)
@@ -249,7 +249,7 @@ func (p *presence) reap(ctx context.Context) {
 			return
 		}
 		for _, rp := range entries {
-			rest, left, err := b.br.leave(ctx, b.node, rp.room, rp.peer, protocol.ReasonDisconnected, n)
+			rest, left, err := b.br.leave(ctx, b.node, rp.room, rp.peer, protocol.ReasonDisconnected, n, b.op())
 			if err != nil {
 				_ = b.failed("reap", err)
 				return

@@ -21,6 +21,7 @@ import (
 //	icebox:room:{R}          hash  peer -> "seq|node|meta": the members of room R
 //	icebox:room:{R}:seq      join counter of R (the join order)
 //	icebox:peer:{P}          the room peer P is in
+//	icebox:peer:{P}:op       "op\n[answer]": the answer of P's last join or leave (opMemory)
 //	icebox:node:{N}:peers    set of "room|peer" held by node N
 //	icebox:nodes             zset  node -> last heartbeat (Redis clock, ms)
 //	icebox:sess:{T}          "node|peer|user": the session resume token T resumes
@@ -38,6 +39,7 @@ var (
 	roomKey      = keyName{"icebox:room:{", "}"}
 	roomSeqKey   = keyName{"icebox:room:{", "}:seq"}
 	peerKey      = keyName{"icebox:peer:{", "}"}
+	peerOpKey    = keyName{"icebox:peer:{", "}:op"}
 	nodePeersKey = keyName{"icebox:node:{", "}:peers"}
 	sessKey      = keyName{"icebox:sess:{", "}"}
 	nodeChannel  = keyName{"icebox:n:{", "}"}
@@ -47,18 +49,29 @@ const nodesKey = "icebox:nodes"
 
 // Scripts.
 var (
-	// joinScript: KEYS room, room seq, peer, self's memberships; ARGV room, peer, max, self,
-	// meta, channel prefix and suffix, quiet ("1": a resync putting a member back: no limit,
-	// no event). Returns -1 (full), or the members before, flat. A peer already in changes
-	// nothing (a join tried again after its answer was lost).
+	// joinScript: KEYS room, room seq, peer, self's memberships, peer's op; ARGV room, peer,
+	// max, self, meta, channel prefix and suffix, quiet ("1": a resync putting a member back:
+	// no limit, no event), op, opMemory (s). Returns -1 (full), or the members before, flat,
+	// which it keeps as op's answer. A peer already in changes nothing: the same op again (a
+	// retry after its reply was lost) answers what it answered; otherwise the members before
+	// are those in now that joined earlier.
 	joinScript = redis.NewScript(`
-local rk, seqk, pk, npk = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local rk, seqk, pk, npk, opk = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local room, peer, max, self, meta, cpre, csuf, quiet = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8] == '1'
+local op, memory = ARGV[9], tonumber(ARGV[10])
 local all = redis.call('HGETALL', rk)
 local cur = redis.call('HGET', rk, peer)
 if cur then
   -- Already in (a join whose answer was lost, tried again): nothing changes, nobody is told
-  -- twice; the members before it are those that joined earlier.
+  -- twice. The members who left since are not in the room, but were in the answer the
+  -- others were told about, and their peer-left is on its way: the answer kept is the one.
+  if op ~= '' then
+    local saved = redis.call('GET', opk)
+    if saved then
+      local sop, body = string.match(saved, '^([^\n]*)\n(.*)$')
+      if sop == op then return cjson.decode(body) end
+    end
+  end
   local mine = tonumber(string.match(cur, '^([^|]*)|'))
   local out = {}
   for i = 1, #all, 2 do
@@ -90,6 +103,9 @@ local seq = redis.call('INCR', seqk)
 redis.call('HSET', rk, peer, seq .. '|' .. self .. '|' .. meta)
 redis.call('SET', pk, room)
 redis.call('SADD', npk, room .. '|' .. peer)
+if op ~= '' then
+  redis.call('SET', opk, op .. '\n' .. (#out == 0 and '[]' or cjson.encode(out)), 'EX', memory)
+end
 if not quiet then
   for _, n in ipairs(order) do
     redis.call('PUBLISH', cpre .. n .. csuf, 'j' .. room .. '\n' .. peer .. '\n' .. meta .. '\n' .. table.concat(byNode[n], ','))
@@ -97,15 +113,26 @@ if not quiet then
 end
 return out`)
 
-	// leaveScript: KEYS room, room seq, peer; ARGV room, peer, reason, only (a node, or ""),
-	// self, memberships prefix and suffix, channel prefix and suffix, quiet. Returns {0}
-	// (not there), or {1, the members left, flat}.
+	// leaveScript: KEYS room, room seq, peer, peer's op; ARGV room, peer, reason, only (a
+	// node, or ""), self, memberships prefix and suffix, channel prefix and suffix, quiet, op,
+	// opMemory (s). Returns {0} (not there), or {1, the members left, flat}, which it keeps as
+	// op's answer: the same op again (a retry after its reply was lost) answers it again.
 	leaveScript = redis.NewScript(`
-local rk, seqk, pk = KEYS[1], KEYS[2], KEYS[3]
+local rk, seqk, pk, opk = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local room, peer, reason, only, self = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local npre, nsuf, cpre, csuf, quiet = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10] == '1'
+local op, memory = ARGV[11], tonumber(ARGV[12])
 local v = redis.call('HGET', rk, peer)
-if not v then return {0} end
+if not v then
+  if op ~= '' then
+    local saved = redis.call('GET', opk)
+    if saved then
+      local sop, body = string.match(saved, '^([^\n]*)\n(.*)$')
+      if sop == op then return cjson.decode(body) end
+    end
+  end
+  return {0}
+end
 local node = string.match(v, '^[^|]*|([^|]*)|')
 if only ~= '' and node ~= only then return {0} end
 redis.call('HDEL', rk, peer)
@@ -123,6 +150,9 @@ for i = 1, #all, 2 do
     if not byNode[n] then byNode[n] = {}; table.insert(order, n) end
     table.insert(byNode[n], p)
   end
+end
+if op ~= '' then
+  redis.call('SET', opk, op .. '\n' .. cjson.encode(out), 'EX', memory)
 end
 if not quiet then
   for _, n in ipairs(order) do
@@ -249,20 +279,21 @@ func (b *redisBroker) close() error {
 	return errors.Join(err, b.rdb.Close(), b.beats.Close())
 }
 
-func (b *redisBroker) join(ctx context.Context, node, room string, m protocol.Member, max int) ([]memberRec, error) {
-	return b.joinScript(ctx, node, room, m, max, false)
+func (b *redisBroker) join(ctx context.Context, node, room string, m protocol.Member, max int, op string) ([]memberRec, error) {
+	return b.joinScript(ctx, node, room, m, max, false, op)
 }
 
 // restore puts m back into room without telling anyone (a resync after Redis restarted).
 func (b *redisBroker) restore(ctx context.Context, node, room string, m protocol.Member) error {
-	_, err := b.joinScript(ctx, node, room, m, 0, true)
+	_, err := b.joinScript(ctx, node, room, m, 0, true, "")
 	return err
 }
 
-func (b *redisBroker) joinScript(ctx context.Context, node, room string, m protocol.Member, max int, quiet bool) ([]memberRec, error) {
+func (b *redisBroker) joinScript(ctx context.Context, node, room string, m protocol.Member, max int, quiet bool, op string) ([]memberRec, error) {
 	res, err := joinScript.Run(ctx, b.rdb,
-		[]string{roomKey.of(room), roomSeqKey.of(room), peerKey.of(m.Peer), nodePeersKey.of(node)},
-		room, m.Peer, max, node, string(m.Meta), nodeChannel.pre, nodeChannel.suf, flag(quiet)).Result()
+		[]string{roomKey.of(room), roomSeqKey.of(room), peerKey.of(m.Peer), nodePeersKey.of(node), peerOpKey.of(m.Peer)},
+		room, m.Peer, max, node, string(m.Meta), nodeChannel.pre, nodeChannel.suf, flag(quiet),
+		op, int(opMemory/time.Second)).Result()
 	if err != nil {
 		return nil, err
 	}
@@ -272,14 +303,11 @@ func (b *redisBroker) joinScript(ctx context.Context, node, room string, m proto
 	return parseMembers(strs(res)), nil
 }
 
-func (b *redisBroker) leave(ctx context.Context, node, room, peer, reason, only string) ([]memberRec, bool, error) {
-	return b.leaveScript(ctx, node, room, peer, reason, only, false)
-}
-
-func (b *redisBroker) leaveScript(ctx context.Context, node, room, peer, reason, only string, quiet bool) ([]memberRec, bool, error) {
+func (b *redisBroker) leave(ctx context.Context, node, room, peer, reason, only, op string) ([]memberRec, bool, error) {
 	res, err := leaveScript.Run(ctx, b.rdb,
-		[]string{roomKey.of(room), roomSeqKey.of(room), peerKey.of(peer)},
-		room, peer, reason, only, node, nodePeersKey.pre, nodePeersKey.suf, nodeChannel.pre, nodeChannel.suf, flag(quiet)).Slice()
+		[]string{roomKey.of(room), roomSeqKey.of(room), peerKey.of(peer), peerOpKey.of(peer)},
+		room, peer, reason, only, node, nodePeersKey.pre, nodePeersKey.suf, nodeChannel.pre, nodeChannel.suf,
+		flag(false), op, int(opMemory/time.Second)).Slice()
 	if err != nil {
 		return nil, false, err
 	}
@@ -287,6 +315,32 @@ func (b *redisBroker) leaveScript(ctx context.Context, node, room, peer, reason,
 		return nil, false, nil
 	}
 	return parseMembers(strs(res[1:])), true, nil
+}
+
+func (b *redisBroker) outcome(ctx context.Context, peer, op string) ([]memberRec, bool, error) {
+	saved, err := b.rdb.Get(ctx, peerOpKey.of(peer)).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	sop, body, _ := strings.Cut(saved, "\n")
+	if sop != op {
+		return nil, false, nil
+	}
+	// A join's answer is the members before, flat; a leave's is 1, then the members left.
+	var answer []any
+	if err := json.Unmarshal([]byte(body), &answer); err != nil {
+		return nil, false, fmt.Errorf("the answer kept for %s: %w", peer, err)
+	}
+	flat := make([]string, 0, len(answer))
+	for _, v := range answer {
+		if s, ok := v.(string); ok {
+			flat = append(flat, s)
+		}
+	}
+	return parseMembers(flat), true, nil
 }
 
 func (b *redisBroker) members(ctx context.Context, room string) ([]memberRec, error) {
