@@ -47,6 +47,25 @@ var (
 
 const nodesKey = "icebox:nodes"
 
+// opLua are the Lua functions of the scripts that keep their answer under an op name (the
+// answer, as JSON, after the op's name and a newline, in key opk, for memory seconds): the
+// same op run again (a retry after its reply was lost) answers the same.
+const opLua = `
+local function answered(opk, op)
+  if op == '' then return nil end
+  local saved = redis.call('GET', opk)
+  if not saved then return nil end
+  local sop, body = string.match(saved, '^([^\n]*)\n(.*)$')
+  if sop ~= op then return nil end
+  return cjson.decode(body)
+end
+local function keep(opk, op, answer, memory)
+  if op ~= '' then
+    redis.call('SET', opk, op .. '\n' .. (#answer == 0 and '[]' or cjson.encode(answer)), 'EX', memory)
+  end
+end
+`
+
 // Scripts.
 var (
 	// joinScript: KEYS room, room seq, peer, self's memberships, peer's op; ARGV room, peer,
@@ -55,7 +74,7 @@ var (
 	// which it keeps as op's answer. A peer already in changes nothing: the same op again (a
 	// retry after its reply was lost) answers what it answered; otherwise the members before
 	// are those in now that joined earlier.
-	joinScript = redis.NewScript(`
+	joinScript = redis.NewScript(opLua + `
 local rk, seqk, pk, npk, opk = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local room, peer, max, self, meta, cpre, csuf, quiet = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8] == '1'
 local op, memory = ARGV[9], tonumber(ARGV[10])
@@ -65,13 +84,8 @@ if cur then
   -- Already in (a join whose answer was lost, tried again): nothing changes, nobody is told
   -- twice. The members who left since are not in the room, but were in the answer the
   -- others were told about, and their peer-left is on its way: the answer kept is the one.
-  if op ~= '' then
-    local saved = redis.call('GET', opk)
-    if saved then
-      local sop, body = string.match(saved, '^([^\n]*)\n(.*)$')
-      if sop == op then return cjson.decode(body) end
-    end
-  end
+  local again = answered(opk, op)
+  if again then return again end
   local mine = tonumber(string.match(cur, '^([^|]*)|'))
   local out = {}
   for i = 1, #all, 2 do
@@ -103,9 +117,7 @@ local seq = redis.call('INCR', seqk)
 redis.call('HSET', rk, peer, seq .. '|' .. self .. '|' .. meta)
 redis.call('SET', pk, room)
 redis.call('SADD', npk, room .. '|' .. peer)
-if op ~= '' then
-  redis.call('SET', opk, op .. '\n' .. (#out == 0 and '[]' or cjson.encode(out)), 'EX', memory)
-end
+keep(opk, op, out, memory)
 if not quiet then
   for _, n in ipairs(order) do
     redis.call('PUBLISH', cpre .. n .. csuf, 'j' .. room .. '\n' .. peer .. '\n' .. meta .. '\n' .. table.concat(byNode[n], ','))
@@ -117,22 +129,13 @@ return out`)
 	// node, or ""), self, memberships prefix and suffix, channel prefix and suffix, quiet, op,
 	// opMemory (s). Returns {0} (not there), or {1, the members left, flat}, which it keeps as
 	// op's answer: the same op again (a retry after its reply was lost) answers it again.
-	leaveScript = redis.NewScript(`
+	leaveScript = redis.NewScript(opLua + `
 local rk, seqk, pk, opk = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local room, peer, reason, only, self = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local npre, nsuf, cpre, csuf, quiet = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10] == '1'
 local op, memory = ARGV[11], tonumber(ARGV[12])
 local v = redis.call('HGET', rk, peer)
-if not v then
-  if op ~= '' then
-    local saved = redis.call('GET', opk)
-    if saved then
-      local sop, body = string.match(saved, '^([^\n]*)\n(.*)$')
-      if sop == op then return cjson.decode(body) end
-    end
-  end
-  return {0}
-end
+if not v then return answered(opk, op) or {0} end
 local node = string.match(v, '^[^|]*|([^|]*)|')
 if only ~= '' and node ~= only then return {0} end
 redis.call('HDEL', rk, peer)
@@ -151,9 +154,7 @@ for i = 1, #all, 2 do
     table.insert(byNode[n], p)
   end
 end
-if op ~= '' then
-  redis.call('SET', opk, op .. '\n' .. cjson.encode(out), 'EX', memory)
-end
+keep(opk, op, out, memory)
 if not quiet then
   for _, n in ipairs(order) do
     redis.call('PUBLISH', cpre .. n .. csuf, 'l' .. room .. '\n' .. peer .. '\n' .. reason .. '\n' .. table.concat(byNode[n], ','))
