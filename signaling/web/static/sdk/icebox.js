@@ -458,7 +458,7 @@ export class Call extends EventTarget {
       _offerer: null, // true: we made this connection's first offer; false: the other side did
       _active: false,
       _senders: {},
-      _relay: 0, _remoteCandidates: 0, _candidateError: null, _failures: 0,
+      _relays: new Map(), _remoteCandidates: 0, _candidateError: null, _failures: 0,
     });
     this._trace('connect', id, 'gen', peer._gen, 'polite', peer._polite, active ? 'active' : 'passive');
     peer._send = (data) => {
@@ -472,7 +472,10 @@ export class Call extends EventTarget {
     };
     pc.onicecandidate = ({ candidate }) => {
       if (peer.pc !== pc || !candidate) return;
-      if (candidate.type === 'relay' || / typ relay /.test(candidate.candidate)) peer._relay++;
+      if (candidate.type === 'relay' || / typ relay /.test(candidate.candidate)) {
+        const u = candidate.usernameFragment || '';
+        peer._relays.set(u, (peer._relays.get(u) || 0) + 1);
+      }
       peer._send({ candidate: candidate.toJSON() });
     };
     pc.onicecandidateerror = (e) => {
@@ -571,7 +574,7 @@ export class Call extends EventTarget {
     const check = () => {
       if (peer.pc !== pc || this.peers.get(peer.id) !== peer || pc.connectionState === 'connected') return;
       waited += wait;
-      const checking = pc.iceConnectionState === 'checking' && peer._remoteCandidates > 0 && (peer._relay > 0 || !this._relayOnly);
+      const checking = pc.iceConnectionState === 'checking' && peer._remoteCandidates > 0 && (this._relayCount(peer) > 0 || !this._relayOnly);
       if ((pc.iceGatheringState === 'gathering' || checking) && waited < 4 * wait) {
         peer._iceTimer = setTimeout(check, wait);
         return;
@@ -599,11 +602,24 @@ export class Call extends EventTarget {
     const head = reason === 'ice-timeout' ? `not connected within ${seconds} s` : 'ICE failed';
     const e = peer._candidateError;
     const turnError = e && e.code && e.code !== 701 ? `; ${e.url || 'TURN'} answered ${e.code} ${e.text || ''}`.trimEnd() : '';
-    if (this._relayOnly && peer._relay === 0) {
+    if (this._relayOnly && this._relayCount(peer) === 0) {
       return `${head}: no TURN relay address (TURN unreachable, credentials refused, or its quota full${turnError})`;
     }
     if (peer._remoteCandidates === 0) return `${head}: no ICE candidates from the other side${turnError}`;
     return `${head}: no candidate pair worked${turnError}`;
+  }
+
+  /**
+   * @private The relay candidates of the connection's current ICE generation: after a restart,
+   * those gathered before belong to the old one (whose TURN allocation the browser gives up).
+   */
+  _relayCount(peer) {
+    const m = /a=ice-ufrag:(\S+)/.exec(peer.pc.localDescription ? peer.pc.localDescription.sdp : '');
+    if (m && peer._relays.has(m[1])) return peer._relays.get(m[1]);
+    if (m && [...peer._relays.keys()].some((u) => u !== '')) return 0; // gathered for an earlier generation
+    let n = 0; // the browser does not say which generation a candidate is for
+    for (const c of peer._relays.values()) n += c;
+    return n;
   }
 
   /** @private Only the side that made the first offer restarts ICE; the other asks it to. */
