@@ -126,14 +126,14 @@ end
 return out`)
 
 	// leaveScript: KEYS room, room seq, peer, peer's op; ARGV room, peer, reason, only (a
-	// node, or ""), self, memberships prefix and suffix, channel prefix and suffix, quiet, op,
+	// node, or ""), self, memberships prefix and suffix, channel prefix and suffix, op,
 	// opMemory (s). Returns {0} (not there), or {1, the members left, flat}, which it keeps as
 	// op's answer: the same op again (a retry after its reply was lost) answers it again.
 	leaveScript = redis.NewScript(opLua + `
 local rk, seqk, pk, opk = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local room, peer, reason, only, self = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local npre, nsuf, cpre, csuf, quiet = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10] == '1'
-local op, memory = ARGV[11], tonumber(ARGV[12])
+local npre, nsuf, cpre, csuf = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local op, memory = ARGV[10], tonumber(ARGV[11])
 local v = redis.call('HGET', rk, peer)
 if not v then return answered(opk, op) or {0} end
 local node = string.match(v, '^[^|]*|([^|]*)|')
@@ -155,10 +155,8 @@ for i = 1, #all, 2 do
   end
 end
 keep(opk, op, out, memory)
-if not quiet then
-  for _, n in ipairs(order) do
-    redis.call('PUBLISH', cpre .. n .. csuf, 'l' .. room .. '\n' .. peer .. '\n' .. reason .. '\n' .. table.concat(byNode[n], ','))
-  end
+for _, n in ipairs(order) do
+  redis.call('PUBLISH', cpre .. n .. csuf, 'l' .. room .. '\n' .. peer .. '\n' .. reason .. '\n' .. table.concat(byNode[n], ','))
 end
 return out`)
 
@@ -308,7 +306,7 @@ func (b *redisBroker) leave(ctx context.Context, node, room, peer, reason, only,
 	res, err := leaveScript.Run(ctx, b.rdb,
 		[]string{roomKey.of(room), roomSeqKey.of(room), peerKey.of(peer), peerOpKey.of(peer)},
 		room, peer, reason, only, node, nodePeersKey.pre, nodePeersKey.suf, nodeChannel.pre, nodeChannel.suf,
-		flag(false), op, int(opMemory/time.Second)).Slice()
+		op, int(opMemory/time.Second)).Slice()
 	if err != nil {
 		return nil, false, err
 	}
